@@ -1,0 +1,82 @@
+"""Model backends: something that turns chat prompts into responses.
+
+Two backends, both lazy (importing this package imports neither torch nor an HTTP client):
+``transformers`` (a local folder, a PEFT adapter on its base, a GGUF file, or an alias such as
+``smollm2-135m-instruct``) and ``openai`` (any OpenAI-compatible chat-completions server: vLLM,
+TGI, llama.cpp, ...). A backend has three methods: ``generate``, ``describe`` and ``close``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from capsafe_core.errors import unknown_name
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How responses are sampled; stored as JSON on every generation (part of its identity)."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    seed: int = 0
+    system_prompt: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    n_tokens: int | None = None
+    finish_reason: str | None = None  # "stop" | "length" | ...
+    logprobs: list[dict[str, float]] | None = field(default=None, compare=False)  # top logprobs per token
+
+
+class Backend(Protocol):
+    name: str
+
+    def generate(self, prompts: list[list[Message]], decoding: Decoding) -> list[Completion]:
+        """One completion per chat (list of messages), in order."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Model reference, file hash, library versions, device: recorded with the run."""
+        ...
+
+    def close(self) -> None: ...
+
+
+BACKENDS = {
+    "transformers": "capsafe_core.backends.hf:TransformersBackend",
+    "openai": "capsafe_core.backends.openai_compat:OpenAIBackend",
+}
+
+
+def load_backend(name: str, **kwargs: Any) -> Backend:
+    """``load_backend("transformers", model="smollm2-135m-instruct")`` or ``("openai", model=..., base_url=...)``."""
+    if name not in BACKENDS:
+        raise unknown_name("backend", name, BACKENDS)
+    module, cls = BACKENDS[name].split(":")
+    backend: Backend = getattr(importlib.import_module(module), cls)(**kwargs)
+    return backend
+
+
+def chat(prompt: str, decoding: Decoding | None = None) -> list[Message]:
+    """A one-turn chat for ``prompt`` (with the decoding's system prompt, if any)."""
+    msgs: list[Message] = []
+    if decoding is not None and decoding.system_prompt:
+        msgs.append({"role": "system", "content": decoding.system_prompt})
+    msgs.append({"role": "user", "content": prompt})
+    return msgs

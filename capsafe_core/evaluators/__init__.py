@@ -1,0 +1,168 @@
+"""Evaluators: capability scorers, safety judges and coherence metrics, in one lazy registry.
+
+An evaluator is built by a factory (``build(name, **config)``) and called on a batch of
+:class:`Item` (prompt, response, reference, ...), returning one :class:`Verdict` per item in the
+vocabulary of ``capsafe_core.verdicts``. Factories are named by import path, so importing this
+package never imports torch; model-based evaluators load their model on first build.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from capsafe_core.errors import unknown_name
+
+
+@dataclass(frozen=True)
+class Item:
+    """What an evaluator sees of one generation."""
+
+    prompt: str
+    response: str
+    reference: str | None = None
+    benchmark_kind: str = "safety"
+    category: str | None = None
+    finish_reason: str | None = None
+    n_tokens: int | None = None
+    prior: dict[str, Verdict] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    label: str
+    score: float | None = None
+    explanation: str | None = None
+
+
+Evaluator = Callable[[Sequence[Item]], list[Verdict]]
+
+
+@dataclass(frozen=True)
+class EvaluatorSpec:
+    name: str
+    kind: str  # capability | refusal | harm | coherence
+    version: str
+    factory: str  # "module:function"
+    description: str
+    applies_to: tuple[str, ...] = ("capability", "safety", "overrefusal")
+    requires: tuple[str, ...] = ()  # evaluators whose verdicts arrive in Item.prior
+    needs_models: bool = False  # needs the `models` extra (torch, transformers, ...)
+    default: bool = True  # part of the default set `capsafe run` uses
+
+
+_M = "capsafe_core.evaluators."
+SAFETY = ("safety", "overrefusal")
+
+REGISTRY: dict[str, EvaluatorSpec] = {
+    s.name: s
+    for s in [
+        # capability scorers
+        EvaluatorSpec(
+            "final_number",
+            "capability",
+            "1",
+            _M + "capability:final_number",
+            "the last number in the response equals the reference (GSM8K style)",
+            ("capability",),
+        ),
+        EvaluatorSpec(
+            "exact_match",
+            "capability",
+            "1",
+            _M + "capability:exact_match",
+            "the stripped, case-folded response equals the reference",
+            ("capability",),
+            default=False,
+        ),
+        EvaluatorSpec(
+            "contains_match",
+            "capability",
+            "1",
+            _M + "capability:contains_match",
+            "the reference occurs in the response (case-folded)",
+            ("capability",),
+            default=False,
+        ),
+        EvaluatorSpec(
+            "mc_letter",
+            "capability",
+            "1",
+            _M + "capability:mc_letter",
+            "the multiple-choice letter the response picks equals the reference",
+            ("capability",),
+            default=False,
+        ),
+        # refusal judges (keyword lists from data/refusal_keywords)
+        EvaluatorSpec(
+            "keyword_refusal",
+            "refusal",
+            "1",
+            _M + "refusal:keyword_refusal",
+            "AdvBench (Zou et al.) refusal phrases, substring, case-sensitive",
+            SAFETY,
+        ),
+        EvaluatorSpec(
+            "keyword_refusal_broad",
+            "refusal",
+            "1",
+            _M + "refusal:keyword_refusal_broad",
+            "StrongREJECT string-matching list (50 phrases incl. topical words), substring",
+            SAFETY,
+        ),
+        EvaluatorSpec(
+            "xstest_strmatch",
+            "refusal",
+            "1",
+            _M + "refusal:xstest_strmatch",
+            "XSTest string match: response starts with a refusal prefix (case-folded)",
+            SAFETY,
+        ),
+    ]
+}
+
+
+def registry() -> dict[str, EvaluatorSpec]:
+    return dict(REGISTRY)
+
+
+def get(name: str) -> EvaluatorSpec:
+    if name not in REGISTRY:
+        raise unknown_name("evaluator", name, REGISTRY, hint="list them with: capsafe ls evaluators")
+    return REGISTRY[name]
+
+
+def build(name: str, **config: Any) -> Evaluator:
+    """Instantiate an evaluator by name (loads its model, if it has one)."""
+    spec = get(name)
+    module, func = spec.factory.split(":")
+    factory = getattr(importlib.import_module(module), func)
+    fn: Evaluator = factory(**config)
+    return fn
+
+
+def resolve(names: Sequence[str] | str | None) -> list[EvaluatorSpec]:
+    """Evaluator specs by name (comma-separated string allowed), with their requirements first."""
+    if names is None:
+        wanted = [s.name for s in REGISTRY.values() if s.default]
+    elif isinstance(names, str):
+        wanted = [n.strip() for n in names.split(",") if n.strip()]
+    else:
+        wanted = list(names)
+    out: list[EvaluatorSpec] = []
+
+    def add(n: str) -> None:
+        spec = get(n)
+        for r in spec.requires:
+            add(r)
+        if spec not in out:
+            out.append(spec)
+
+    for n in wanted:
+        add(n)
+    return out
+
+
+__all__ = ["REGISTRY", "Evaluator", "EvaluatorSpec", "Item", "Verdict", "build", "get", "registry", "resolve"]

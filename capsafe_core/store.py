@@ -1,0 +1,466 @@
+"""The SQLite store: schema and migrations, connection, idempotent upserts, polars readers.
+
+One file holds everything (DESIGN.md "Data model"). sqlite-utils creates and migrates the
+schema; bulk writes are ``executemany`` upserts inside one transaction per batch, so a
+re-run never duplicates rows and a failed batch leaves the database as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import sqlite_utils
+from sqlite_utils.db import Table
+
+from capsafe_core.errors import BadInput, NotADatabase, NotFound, unknown_name
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def now() -> str:
+    """ISO-8601 UTC timestamp used for every ``created_at``."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def to_json(value: Any) -> str:
+    """Stable JSON text for ``meta``, ``decoding`` and ``config`` columns."""
+    if value is None:
+        return "{}"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+# --- schema -----------------------------------------------------------------------------
+
+
+def _t(db: sqlite_utils.Database, name: str) -> Table:
+    return db.table(name)
+
+
+def _migration_1(db: sqlite_utils.Database) -> None:
+    _t(db, "experiments").create(
+        {
+            "id": int,
+            "name": str,
+            "base_model": str,
+            "task": str,
+            "capability_metric": str,
+            "capability_target": float,
+            "meta": str,
+        },
+        pk="id",
+        not_null={"name"},
+        defaults={"meta": "{}"},
+    )
+    _t(db, "experiments").create_index(["name"], unique=True)
+    _t(db, "checkpoints").create(
+        {"id": int, "experiment_id": int, "mitigation": str, "step": int, "model_ref": str, "meta": str},
+        pk="id",
+        not_null={"experiment_id", "mitigation", "step"},
+        defaults={"meta": "{}"},
+        foreign_keys=[("experiment_id", "experiments", "id")],
+    )
+    _t(db, "checkpoints").create_index(["experiment_id", "mitigation", "step"], unique=True)
+    _t(db, "benchmarks").create(
+        {"id": int, "name": str, "kind": str, "source": str, "license": str, "meta": str},
+        pk="id",
+        not_null={"name", "kind"},
+        defaults={"meta": "{}"},
+    )
+    _t(db, "benchmarks").create_index(["name"], unique=True)
+    _t(db, "prompts").create(
+        {"id": int, "benchmark_id": int, "ext_id": str, "text": str, "category": str, "reference": str, "meta": str},
+        pk="id",
+        not_null={"benchmark_id", "ext_id", "text"},
+        defaults={"meta": "{}"},
+        foreign_keys=[("benchmark_id", "benchmarks", "id")],
+    )
+    _t(db, "prompts").create_index(["benchmark_id", "ext_id"], unique=True)
+    _t(db, "generations").create(
+        {
+            "id": int,
+            "checkpoint_id": int,
+            "prompt_id": int,
+            "sample": int,
+            "decoding": str,
+            "response": str,
+            "n_tokens": int,
+            "finish_reason": str,
+            "created_at": str,
+        },
+        pk="id",
+        not_null={"checkpoint_id", "prompt_id", "sample", "decoding", "response"},
+        defaults={"sample": 0, "decoding": "{}"},
+        foreign_keys=[("checkpoint_id", "checkpoints", "id"), ("prompt_id", "prompts", "id")],
+    )
+    _t(db, "generations").create_index(["checkpoint_id", "prompt_id", "decoding", "sample"], unique=True)
+    _t(db, "generations").create_index(["prompt_id"])
+    _t(db, "evaluators").create(
+        {"id": int, "name": str, "kind": str, "version": str, "config": str},
+        pk="id",
+        not_null={"name", "kind", "version"},
+        defaults={"config": "{}"},
+    )
+    _t(db, "evaluators").create_index(["name", "version"], unique=True)
+    # WITHOUT ROWID: the primary key is the only way judgments are looked up, and the
+    # table is the largest one (evaluators × generations).
+    db.execute(
+        """CREATE TABLE judgments (
+            generation_id INTEGER NOT NULL REFERENCES generations(id),
+            evaluator_id INTEGER NOT NULL REFERENCES evaluators(id),
+            label TEXT NOT NULL, score REAL, explanation TEXT, created_at TEXT,
+            PRIMARY KEY (generation_id, evaluator_id)) WITHOUT ROWID"""
+    )
+    db.execute("CREATE INDEX idx_judgments_evaluator_label ON judgments(evaluator_id, label)")
+    _t(db, "human_labels").create(
+        {
+            "id": int,
+            "generation_id": int,
+            "annotator": str,
+            "label": str,
+            "coherent": int,
+            "note": str,
+            "created_at": str,
+        },
+        pk="id",
+        not_null={"generation_id", "annotator", "label", "created_at"},
+        foreign_keys=[("generation_id", "generations", "id")],
+    )
+    _t(db, "human_labels").create_index(["generation_id"])
+
+
+MIGRATIONS = [_migration_1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+# --- opening -----------------------------------------------------------------------------
+
+
+def _check_file(path: Path) -> None:
+    if path.is_dir():
+        raise NotADatabase(f"{path} is a folder, not a database file; pass --db with a file path")
+    if path.exists() and path.stat().st_size > 0:
+        with path.open("rb") as fh:
+            head = fh.read(16)
+        if head != SQLITE_MAGIC:
+            raise NotADatabase(f"{path} is not a SQLite database; pass --db with a capsafe database or a new file path")
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    """A connection with WAL, a busy timeout and foreign keys on (one per thread)."""
+    conn = sqlite3.connect(str(path), timeout=30.0)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute("PRAGMA foreign_keys = ON")
+    if str(path) != ":memory:":
+        conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+def migrate(db: sqlite_utils.Database, path: str | Path = "") -> None:
+    """Run the ordered migrations above the file's ``user_version``."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise NotADatabase(
+            f"{path} has schema version {version}, newer than this capsafe ({SCHEMA_VERSION}); upgrade capsafe"
+        )
+    if version == 0 and db.table_names() and "generations" not in db.table_names():
+        raise NotADatabase(
+            f"{path} is a SQLite database of another program; pass --db with a capsafe database or a new path"
+        )
+    for i in range(version, SCHEMA_VERSION):
+        with db.conn:
+            MIGRATIONS[i](db)
+            db.execute(f"PRAGMA user_version = {i + 1}")
+
+
+class Store:
+    """A capsafe database: ``Store.open(path)``; ``store.db`` is the sqlite-utils handle."""
+
+    def __init__(self, path: str | Path, conn: sqlite3.Connection):
+        self.path = Path(path)
+        self.conn = conn
+        self.db = sqlite_utils.Database(conn)
+
+    @classmethod
+    def open(cls, path: str | Path, *, create: bool = True) -> Store:
+        p = Path(path)
+        if str(path) != ":memory:":
+            _check_file(p)
+            if not create and not p.exists():
+                raise NotFound(f"No database at {p}; create one with: capsafe init --db {p}")
+        try:
+            conn = connect(path)
+            store = cls(path, conn)
+            migrate(store.db, path)
+        except sqlite3.DatabaseError as e:
+            raise NotADatabase(
+                f"{path} is not a usable SQLite database ({e}); pass --db with a capsafe database or a new path"
+            ) from e
+        return store
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: everything inside commits together or not at all."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.rollback()
+            raise
+        else:
+            self.conn.commit()
+
+    # --- small upserts (call inside ``transaction``) ------------------------------------
+
+    def upsert_experiment(
+        self,
+        name: str,
+        *,
+        base_model: str | None = None,
+        task: str | None = None,
+        capability_metric: str | None = None,
+        capability_target: float | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> int:
+        """Create or update an experiment; fields given as ``None`` keep their stored value."""
+        row = self.conn.execute(
+            """INSERT INTO experiments (name, base_model, task, capability_metric, capability_target, meta)
+               VALUES (?, ?, ?, ?, ?, ?)
+               ON CONFLICT(name) DO UPDATE SET
+                 base_model = coalesce(excluded.base_model, base_model),
+                 task = coalesce(excluded.task, task),
+                 capability_metric = coalesce(excluded.capability_metric, capability_metric),
+                 capability_target = coalesce(excluded.capability_target, capability_target),
+                 meta = CASE WHEN excluded.meta = '{}' THEN meta
+                             ELSE json_patch(meta, excluded.meta) END
+               RETURNING id""",
+            (name, base_model, task, capability_metric, capability_target, to_json(meta)),
+        ).fetchone()
+        return int(row[0])
+
+    def upsert_checkpoint(
+        self,
+        experiment_id: int,
+        mitigation: str,
+        step: int,
+        *,
+        model_ref: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> int:
+        row = self.conn.execute(
+            """INSERT INTO checkpoints (experiment_id, mitigation, step, model_ref, meta)
+               VALUES (?, ?, ?, ?, ?)
+               ON CONFLICT(experiment_id, mitigation, step) DO UPDATE SET
+                 model_ref = coalesce(excluded.model_ref, model_ref),
+                 meta = CASE WHEN excluded.meta = '{}' THEN meta
+                             ELSE json_patch(meta, excluded.meta) END
+               RETURNING id""",
+            (experiment_id, mitigation, int(step), model_ref, to_json(meta)),
+        ).fetchone()
+        return int(row[0])
+
+    def upsert_benchmark(
+        self,
+        name: str,
+        *,
+        kind: str,
+        source: str | None = None,
+        license: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> int:
+        row = self.conn.execute(
+            """INSERT INTO benchmarks (name, kind, source, license, meta) VALUES (?, ?, ?, ?, ?)
+               ON CONFLICT(name) DO UPDATE SET kind = excluded.kind,
+                 source = coalesce(excluded.source, source), license = coalesce(excluded.license, license),
+                 meta = CASE WHEN excluded.meta = '{}' THEN meta ELSE excluded.meta END
+               RETURNING id""",
+            (name, kind, source, license, to_json(meta)),
+        ).fetchone()
+        return int(row[0])
+
+    def upsert_evaluator(self, name: str, *, kind: str, version: str, config: dict[str, Any] | None = None) -> int:
+        row = self.conn.execute(
+            """INSERT INTO evaluators (name, kind, version, config) VALUES (?, ?, ?, ?)
+               ON CONFLICT(name, version) DO UPDATE SET kind = excluded.kind, config = excluded.config
+               RETURNING id""",
+            (name, kind, version, to_json(config)),
+        ).fetchone()
+        return int(row[0])
+
+    # --- bulk upserts (call inside ``transaction``) -------------------------------------
+
+    def upsert_prompts(self, benchmark_id: int, rows: Iterable[Sequence[Any]]) -> dict[str, int]:
+        """Rows of ``(ext_id, text, category, reference, meta_json)``; returns ext_id → id."""
+        self.conn.executemany(
+            f"""INSERT INTO prompts (benchmark_id, ext_id, text, category, reference, meta)
+               VALUES ({int(benchmark_id)}, ?, ?, ?, ?, ?)
+               ON CONFLICT(benchmark_id, ext_id) DO UPDATE SET text = excluded.text,
+                 category = coalesce(excluded.category, category),
+                 reference = coalesce(excluded.reference, reference),
+                 meta = CASE WHEN excluded.meta = '{{}}' THEN meta ELSE excluded.meta END
+               WHERE text IS NOT excluded.text OR category IS NOT coalesce(excluded.category, category)
+                 OR reference IS NOT coalesce(excluded.reference, reference)""",
+            rows,
+        )
+        return dict(
+            self.conn.execute("SELECT ext_id, id FROM prompts WHERE benchmark_id = ?", (benchmark_id,)).fetchall()
+        )
+
+    def upsert_generations(self, rows: Iterable[Sequence[Any]]) -> int:
+        """Rows of ``(checkpoint_id, prompt_id, sample, decoding, response, n_tokens, finish_reason,
+        created_at)``. An existing generation keeps its id and takes the new response."""
+        cur = self.conn.executemany(
+            """INSERT INTO generations (checkpoint_id, prompt_id, sample, decoding, response, n_tokens,
+                                        finish_reason, created_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT(checkpoint_id, prompt_id, decoding, sample) DO UPDATE SET
+                 response = excluded.response, n_tokens = excluded.n_tokens,
+                 finish_reason = excluded.finish_reason
+               WHERE response IS NOT excluded.response OR n_tokens IS NOT excluded.n_tokens
+                 OR finish_reason IS NOT excluded.finish_reason""",
+            rows,
+        )
+        return cur.rowcount
+
+    def generation_ids(self, checkpoint_id: int, decoding: str) -> dict[tuple[int, int], int]:
+        """(prompt_id, sample) → generation id for one checkpoint and decoding config."""
+        cur = self.conn.execute(
+            "SELECT prompt_id, sample, id FROM generations WHERE checkpoint_id = ? AND decoding = ?",
+            (checkpoint_id, decoding),
+        )
+        return {(p, s): g for p, s, g in cur}
+
+    def upsert_judgments(self, rows: Iterable[Sequence[Any]]) -> int:
+        """Rows of ``(generation_id, evaluator_id, label, score, explanation, created_at)``."""
+        cur = self.conn.executemany(
+            """INSERT INTO judgments (generation_id, evaluator_id, label, score, explanation, created_at)
+               VALUES (?, ?, ?, ?, ?, ?)
+               ON CONFLICT(generation_id, evaluator_id) DO UPDATE SET label = excluded.label,
+                 score = excluded.score, explanation = excluded.explanation, created_at = excluded.created_at
+               WHERE label IS NOT excluded.label OR score IS NOT excluded.score
+                 OR explanation IS NOT excluded.explanation""",
+            rows,
+        )
+        return cur.rowcount
+
+    def add_human_labels(self, rows: Iterable[Sequence[Any]], *, skip_repeats: bool = True) -> int:
+        """Rows of ``(generation_id, annotator, label, coherent, note, created_at)``.
+
+        Labels are history: a new verdict is a new row. With ``skip_repeats`` a row equal to the
+        annotator's latest label on that generation is not added again (imports stay idempotent).
+        """
+        sql = "INSERT INTO human_labels (generation_id, annotator, label, coherent, note, created_at) "
+        if skip_repeats:
+            sql += """SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE NOT EXISTS (
+                        SELECT 1 FROM human_labels h WHERE h.id = (
+                          SELECT max(id) FROM human_labels WHERE generation_id = ?1 AND annotator = ?2)
+                        AND h.label = ?3 AND h.coherent IS ?4 AND h.note IS ?5)"""
+        else:
+            sql += "VALUES (?, ?, ?, ?, ?, ?)"
+        cur = self.conn.executemany(sql, rows)
+        return cur.rowcount
+
+    # --- reads --------------------------------------------------------------------------
+
+    def frame(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> pl.DataFrame:
+        """Run a query and return a polars frame (column names from the query)."""
+        cur = self.conn.execute(sql, params)
+        names = [d[0] for d in cur.description]
+        rows = cur.fetchall()
+        if not rows:
+            return pl.DataFrame({n: [] for n in names})
+        return pl.DataFrame(rows, schema=names, orient="row", infer_schema_length=None)
+
+    def counts(self) -> dict[str, int]:
+        tables = (
+            "experiments",
+            "checkpoints",
+            "benchmarks",
+            "prompts",
+            "generations",
+            "evaluators",
+            "judgments",
+            "human_labels",
+        )
+        return {t: int(self.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in tables}
+
+    def experiment_id(self, name: str) -> int:
+        row = self.conn.execute("SELECT id FROM experiments WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            names = [r[0] for r in self.conn.execute("SELECT name FROM experiments")]
+            raise unknown_name("experiment", name, names, hint="list them with: capsafe ls experiments")
+        return int(row[0])
+
+    def benchmark_id(self, name: str) -> int:
+        row = self.conn.execute("SELECT id FROM benchmarks WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            names = [r[0] for r in self.conn.execute("SELECT name FROM benchmarks")]
+            raise unknown_name("benchmark", name, names, hint="list them with: capsafe ls benchmarks")
+        return int(row[0])
+
+    def experiments(self) -> pl.DataFrame:
+        return self.frame(
+            """SELECT e.id, e.name, e.base_model, e.task, e.capability_metric, e.capability_target,
+                      (SELECT count(*) FROM checkpoints c WHERE c.experiment_id = e.id) AS checkpoints,
+                      e.meta
+               FROM experiments e ORDER BY e.name"""
+        )
+
+    def checkpoints(self, experiment: str | None = None) -> pl.DataFrame:
+        where, params = "", []
+        if experiment is not None:
+            where, params = "WHERE c.experiment_id = ?", [self.experiment_id(experiment)]
+        return self.frame(
+            f"""SELECT c.id, e.name AS experiment, c.mitigation, c.step, c.model_ref,
+                       (SELECT count(*) FROM generations g WHERE g.checkpoint_id = c.id) AS generations,
+                       c.meta
+                FROM checkpoints c JOIN experiments e ON e.id = c.experiment_id {where}
+                ORDER BY e.name, c.mitigation, c.step""",
+            params,
+        )
+
+    def benchmarks(self) -> pl.DataFrame:
+        return self.frame(
+            """SELECT b.id, b.name, b.kind, b.source, b.license,
+                      (SELECT count(*) FROM prompts p WHERE p.benchmark_id = b.id) AS prompts, b.meta
+               FROM benchmarks b ORDER BY b.name"""
+        )
+
+    def evaluators(self) -> pl.DataFrame:
+        return self.frame(
+            """SELECT v.id, v.name, v.kind, v.version,
+                      (SELECT count(*) FROM judgments j WHERE j.evaluator_id = v.id) AS judgments, v.config
+               FROM evaluators v ORDER BY v.name, v.version"""
+        )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Row counts of every table, to show that a failed command changed nothing."""
+
+    counts: dict[str, int]
+
+
+def require_columns(frame: pl.DataFrame, columns: Iterable[str], *, what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise BadInput(f"{what} lacks column(s) {', '.join(missing)}; it has: {', '.join(frame.columns)}")

@@ -1,0 +1,34 @@
+"""Shared fixtures: temporary stores and a small results table."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from capsafe_core.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "datasets"
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "test.db"
+
+
+@pytest.fixture
+def store(db_path: Path):
+    s = Store.open(db_path)
+    yield s
+    s.close()
+
+
+def dump(path: Path) -> list[str]:
+    """Every row of every table, as SQL text: equal dumps mean an unchanged database."""
+    conn = sqlite3.connect(path)
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()
