@@ -97,7 +97,7 @@ def train_split(n: int = 3000, *, seed: int = 0, test_n: int = 200) -> list[Prob
     return problems
 
 
-def chat_examples(problems: list[Problem]) -> Iterator[dict[str, object]]:
-    """Training rows as chat turns (the JSONL format ``capsafe finetune`` reads)."""
+def chat_examples(problems: list[Problem]) -> Iterator[list[dict[str, str]]]:
+    """Training chats (``capsafe finetune`` reads them as ``{"messages": chat}`` JSONL lines)."""
     for p in problems:
-        yield {"messages": [{"role": "user", "content": p.question}, {"role": "assistant", "content": p.target}]}
+        yield [{"role": "user", "content": p.question}, {"role": "assistant", "content": p.target}]

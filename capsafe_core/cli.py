@@ -317,6 +317,312 @@ def export_cmd(out: str, experiment: str | None, benchmark: str | None, db_path:
     click.echo(f"Wrote {n} generations to {out}")
 
 
+def _interrupted(store_path: str) -> None:
+    click.echo(
+        f"Interrupted: every finished batch is saved in {store_path}; run the same command again to resume.",
+        err=True,
+    )
+    sys.exit(130)
+
+
+@cli.command(name="run")
+@click.option("--experiment", "-e", required=True, help="Experiment name (created if new).")
+@click.option("--mitigation", "-m", default="none", show_default=True, help="Mitigation of this checkpoint.")
+@click.option("--step", "-s", default=0, show_default=True, type=int, help="Training step (0 = base model).")
+@click.option(
+    "--model",
+    required=True,
+    help="Model folder, PEFT adapter folder, .gguf file or alias "
+    "(smollm2-135m-instruct); with --backend openai, the server's model name.",
+)
+@click.option("--benchmarks", "-b", "bench", required=True, help="Comma-separated benchmarks or groups.")
+@click.option("--limit", type=int, help="A stable seeded subset of N prompts per benchmark.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the subset and of sampling.")
+@click.option("--evaluators", help="Comma-separated evaluators (default: every default evaluator).")
+@click.option("--backend", default="transformers", show_default=True, type=click.Choice(["transformers", "openai"]))
+@click.option("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (vLLM, llama.cpp).")
+@click.option("--max-new-tokens", default=128, show_default=True, type=int)
+@click.option("--temperature", default=0.0, show_default=True, type=float, help="0 = greedy.")
+@click.option("--top-p", default=1.0, show_default=True, type=float)
+@click.option("--system-prompt", help="System message before every prompt.")
+@click.option("--batch-size", default=16, show_default=True, type=int)
+@click.option("--dtype", default="auto", show_default=True, help="auto (bf16 where supported), float32, bfloat16.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+@click.option("--reference-model", help="Model for the perplexity metric (default: the experiment's step-0 model).")
+@click.option("--concurrency", default=8, show_default=True, type=int, help="Parallel requests (openai backend).")
+@click.option("--timeout", default=120.0, show_default=True, type=float, help="Seconds per request (openai).")
+@click.option("--capability-target", type=float, help="Store the experiment's capability target.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@db_option
+def run_cmd(
+    experiment: str,
+    mitigation: str,
+    step: int,
+    model: str,
+    bench: str,
+    limit: int | None,
+    seed: int,
+    evaluators: str | None,
+    backend: str,
+    base_url: str | None,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    system_prompt: str | None,
+    batch_size: int,
+    dtype: str,
+    device: str,
+    reference_model: str | None,
+    concurrency: int,
+    timeout: float,
+    capability_target: float | None,
+    quiet: bool,
+    db_path: str,
+) -> None:
+    """Evaluate one checkpoint: generate responses, then judge them with every evaluator.
+
+    Stored generations and judgments are skipped, so re-running adds nothing and an
+    interrupted run resumes where it stopped.
+
+    \b
+    Example:
+      capsafe run --experiment demo --model smollm2-135m-instruct \\
+        --benchmarks advbench,xstest,arithmetic --limit 20
+      capsafe run -e demo -m lora -s 40 --model runs/lora/step-40 -b advbench --backend openai \\
+        --base-url http://127.0.0.1:8000/v1
+    """
+    from capsafe_core.runner import RunSpec, decoding_from_options, run_checkpoint
+
+    if backend == "openai" and not base_url:
+        raise click.UsageError("--backend openai needs --base-url, e.g. http://127.0.0.1:8000/v1")
+    spec = RunSpec(
+        experiment=experiment,
+        model=model,
+        benchmarks=bench.split(","),
+        mitigation=mitigation,
+        step=step,
+        limit=limit,
+        seed=seed,
+        evaluators=evaluators.split(",") if evaluators else None,
+        backend=backend,
+        base_url=base_url,
+        batch_size=batch_size,
+        dtype=dtype,
+        device=device,
+        reference_model=reference_model,
+        concurrency=concurrency,
+        timeout=timeout,
+        decoding=decoding_from_options(
+            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, system_prompt=system_prompt
+        ),
+        experiment_fields={"capability_target": capability_target} if capability_target is not None else {},
+        command="capsafe " + " ".join(sys.argv[1:]),
+    )
+    with open_store(db_path, create=True) as store:
+        try:
+            result = run_checkpoint(store, spec, progress=not quiet)
+        except KeyboardInterrupt:
+            _interrupted(db_path)
+    click.echo(result.summary())
+
+
+@cli.command(name="judge")
+@click.option("--evaluators", required=True, help="Comma-separated evaluators to add.")
+@click.option("--experiment", "-e", help="Only this experiment.")
+@click.option("--benchmark", "-b", help="Only this benchmark.")
+@click.option("--reference-model", help="Model for the perplexity metric (default: the experiment's step-0 model).")
+@click.option("--dtype", default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@db_option
+def judge_cmd(
+    evaluators: str,
+    experiment: str | None,
+    benchmark: str | None,
+    reference_model: str | None,
+    dtype: str,
+    device: str,
+    quiet: bool,
+    db_path: str,
+) -> None:
+    """Add evaluators' verdicts to generations already stored (skips what is judged).
+
+    \b
+    Example:
+      capsafe judge --evaluators keyword_refusal_broad,coherence --experiment demo
+    """
+    from capsafe_core.runner import judge_stored
+
+    with open_store(db_path) as store:
+        try:
+            res = judge_stored(
+                store,
+                evaluators,
+                experiment=experiment,
+                benchmark=benchmark,
+                reference_model=reference_model,
+                dtype=dtype,
+                device=device,
+                progress=not quiet,
+            )
+        except KeyboardInterrupt:
+            _interrupted(db_path)
+    click.echo(f"judgments: {res.judgments_added} added, {res.judgments_stored} already stored")
+
+
+@cli.command(name="finetune")
+@click.option("--experiment", "-e", required=True, help="Experiment to store checkpoints in.")
+@click.option("--model", required=True, help="Model folder or alias (step 0).")
+@click.option(
+    "--train",
+    "train_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help='JSONL of chats: {"messages": [{"role": "user", ...}, {"role": "assistant", ...}]}.',
+)
+@click.option("--mitigation", "-m", default="none", show_default=True, help="Preset: none, lora, safety_mix, lower_lr.")
+@click.option("--output-dir", "-o", required=True, type=click.Path(file_okay=False), help="Checkpoint folders.")
+@click.option("--capability-benchmark", default="arithmetic", show_default=True)
+@click.option("--capability-limit", default=100, show_default=True, type=int)
+@click.option("--target", "capability_target", type=float, help="Capability target: stop once reached.")
+@click.option("--extra-saves", default=1, show_default=True, type=int, help="Saves after the target is reached.")
+@click.option("--save-every", default=10, show_default=True, type=int)
+@click.option("--max-steps", default=100, show_default=True, type=int)
+@click.option(
+    "--lr",
+    "learning_rate",
+    default=5e-5,
+    show_default=True,
+    type=float,
+    help="Learning rate before the preset's scale (lora ×4, lower_lr ×0.1).",
+)
+@click.option("--batch-size", default=8, show_default=True, type=int)
+@click.option("--max-length", default=192, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--safety-data", type=click.Path(dir_okay=False), help="JSONL of chats mixed in by safety_mix.")
+@click.option("--eval-benchmarks", default="", help="Also evaluate every save on these benchmarks.")
+@click.option("--eval-limit", type=int, help="Prompts per evaluation benchmark.")
+@click.option("--quiet", "-q", is_flag=True)
+@db_option
+def finetune_cmd(
+    experiment: str,
+    model: str,
+    train_file: str,
+    mitigation: str,
+    output_dir: str,
+    capability_benchmark: str,
+    capability_limit: int,
+    capability_target: float | None,
+    extra_saves: int,
+    save_every: int,
+    max_steps: int,
+    learning_rate: float,
+    batch_size: int,
+    max_length: int,
+    seed: int,
+    safety_data: str | None,
+    eval_benchmarks: str,
+    eval_limit: int | None,
+    quiet: bool,
+    db_path: str,
+) -> None:
+    """Fine-tune under a mitigation preset, scoring capability at every save; stop at the target.
+
+    \b
+    Example:
+      python -c "from capsafe_core import arithmetic as a; import json; \\
+        [print(json.dumps({'messages': c})) for c in a.chat_examples(a.train_split(3000))]" > arith.jsonl
+      capsafe finetune -e my-exp --model smollm2-135m-instruct --train arith.jsonl -m lora \\
+        -o runs/lora --target 0.6 --save-every 10 --eval-benchmarks harmbench,xstest_safe --eval-limit 50
+    """
+    from capsafe_core.finetune import FinetuneConfig, finetune, read_chat_jsonl
+
+    cfg = FinetuneConfig(
+        experiment=experiment,
+        model=model,
+        train=read_chat_jsonl(train_file),
+        output_dir=Path(output_dir),
+        mitigation=mitigation,
+        capability_benchmark=capability_benchmark,
+        capability_limit=capability_limit,
+        capability_target=capability_target,
+        extra_saves=extra_saves,
+        save_every=save_every,
+        max_steps=max_steps,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        max_length=max_length,
+        seed=seed,
+        safety_data=read_chat_jsonl(safety_data) if safety_data else (),
+        eval_benchmarks=[b for b in eval_benchmarks.split(",") if b],
+        eval_limit=eval_limit,
+        progress=not quiet,
+        command="capsafe " + " ".join(sys.argv[1:]),
+    )
+    with open_store(db_path, create=True) as store:
+        try:
+            res = finetune(store, cfg)
+        except KeyboardInterrupt:
+            _interrupted(db_path)
+    caps = ", ".join(f"step {s}: {c:.2f}" for s, c in sorted(res.capability.items()))
+    reached = f"target reached at step {res.reached_at}" if res.reached_at is not None else "target not reached"
+    click.echo(f"capability {caps}; {reached} ({res.seconds:.0f} s)")
+
+
+@cli.group(name="demo", cls=CapsafeGroup)
+def demo_group() -> None:
+    """The demo experiment shipped in data/demo.db.
+
+    \b
+    Example:
+      capsafe demo build
+    """
+
+
+@demo_group.command(name="build")
+@click.option("--out", default="data/demo.db", show_default=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--work-dir",
+    default="runs/demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Aligned model, checkpoints (deleted after evaluation) and the database being built.",
+)
+@click.option("--quick", is_flag=True, help="A tiny version (minutes) to check the pipeline; not for shipping.")
+@click.option("--quiet", "-q", is_flag=True)
+def demo_build_cmd(out: str, work_dir: str, quick: bool, quiet: bool) -> None:
+    """Build the demo: align SmolLM2, fine-tune under 4 mitigations, evaluate every checkpoint.
+
+    Takes about 90 minutes on 2 CPU cores; see the README section "The demo experiment".
+
+    \b
+    Example:
+      capsafe demo build --out data/demo.db
+    """
+    import dataclasses
+
+    from capsafe_core.demo import DemoConfig, build_demo
+
+    cfg = DemoConfig(
+        out=Path(out), work_dir=Path(work_dir), progress=not quiet, command="capsafe " + " ".join(sys.argv[1:])
+    )
+    if quick:
+        cfg = dataclasses.replace(
+            cfg,
+            align_steps=4,
+            max_steps=4,
+            save_every=2,
+            eval_limit=4,
+            min_saves=2,
+            extra_saves=0,
+            task_examples=64,
+            mitigations=("none", "lora"),
+            capability_target=1.01,
+        )
+    summary = build_demo(cfg)
+    click.echo(json.dumps(summary, indent=1, default=str))
+
+
 def main() -> None:
     cli(prog_name="capsafe")
 

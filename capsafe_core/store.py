@@ -379,6 +379,39 @@ class Store:
         cur = self.conn.executemany(sql, rows)
         return cur.rowcount
 
+    def copy_checkpoint(self, src_id: int, mitigation: str, *, step: int | None = None) -> int:
+        """Give another mitigation the same checkpoint (e.g. the shared step 0): copies its generations
+        and judgments, and notes the source in ``meta.copied_from``. Idempotent."""
+        exp_id, src_step, model_ref = self.conn.execute(
+            "SELECT experiment_id, step, model_ref FROM checkpoints WHERE id = ?", (src_id,)
+        ).fetchone()
+        dst = self.upsert_checkpoint(
+            exp_id,
+            mitigation,
+            src_step if step is None else step,
+            model_ref=model_ref,
+            meta={"copied_from": {"checkpoint_id": src_id}},
+        )
+        self.conn.execute(
+            """INSERT INTO generations (checkpoint_id, prompt_id, sample, decoding, response, n_tokens,
+                                        finish_reason, created_at)
+               SELECT ?, prompt_id, sample, decoding, response, n_tokens, finish_reason, created_at
+               FROM generations WHERE checkpoint_id = ? AND true
+               ON CONFLICT(checkpoint_id, prompt_id, decoding, sample) DO NOTHING""",
+            (dst, src_id),
+        )
+        self.conn.execute(
+            """INSERT INTO judgments (generation_id, evaluator_id, label, score, explanation, created_at)
+               SELECT d.id, j.evaluator_id, j.label, j.score, j.explanation, j.created_at
+               FROM judgments j JOIN generations s ON s.id = j.generation_id
+               JOIN generations d ON d.checkpoint_id = ? AND d.prompt_id = s.prompt_id
+                                 AND d.decoding = s.decoding AND d.sample = s.sample
+               WHERE s.checkpoint_id = ? AND true
+               ON CONFLICT(generation_id, evaluator_id) DO NOTHING""",
+            (dst, src_id),
+        )
+        return dst
+
     # --- reads --------------------------------------------------------------------------
 
     def frame(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> pl.DataFrame:

@@ -11,18 +11,32 @@ import platform
 from typing import Any
 
 from capsafe_core.backends import Completion, Decoding, Message
-from capsafe_core.backends.models import load_model, model_hash, resolve_model
+from capsafe_core.backends.models import ModelRef, load_model, model_hash, resolve_model
 
 
 class TransformersBackend:
     name = "transformers"
 
     def __init__(
-        self, model: str, *, dtype: str = "auto", device: str = "auto", batch_size: int = 16, **_: Any
+        self,
+        model: str,
+        *,
+        dtype: str = "auto",
+        device: str = "auto",
+        batch_size: int = 16,
+        loaded: tuple[Any, Any, str] | None = None,
+        model_hash: str | None = None,
+        **_: Any,
     ) -> None:
+        """``loaded=(model, tokenizer, device)`` wraps a model already in memory (e.g. during training)."""
         self.model_ref = str(model)
-        self.ref = resolve_model(model)
-        self.model, self.tokenizer, self.device = load_model(self.ref, dtype=dtype, device=device)
+        self._hash = model_hash
+        self.ref: ModelRef | None = None
+        if loaded is None:
+            self.ref = resolve_model(model)
+            self.model, self.tokenizer, self.device = load_model(self.ref, dtype=dtype, device=device)
+        else:
+            self.model, self.tokenizer, self.device = loaded
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -92,8 +106,8 @@ class TransformersBackend:
         return {
             "backend": self.name,
             "model": self.model_ref,
-            "model_kind": self.ref.kind,
-            "model_hash": model_hash(self.ref),
+            "model_kind": self.ref.kind if self.ref else "in-memory",
+            "model_hash": self._hash or (model_hash(self.ref) if self.ref else None),
             "dtype": str(self.model.dtype).replace("torch.", ""),
             "device": self.device,
             "batch_size": self.batch_size,

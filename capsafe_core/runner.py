@@ -1,0 +1,430 @@
+"""checkpoint × benchmarks → generations → judgments, batched and resumable.
+
+``run_checkpoint`` validates everything (benchmarks, evaluators, model, server) before its first
+write, then generates only the prompts that have no stored generation yet and commits each batch
+in its own transaction: an interrupt (Ctrl-C or a kill) loses at most the batch in flight, and
+the same command resumes. ``judge`` gives stored generations the verdicts they lack, evaluator by
+evaluator, also one transaction per batch. Nothing is loaded that has nothing to do, so a repeat
+of a finished run returns in about a second.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import polars as pl
+
+from capsafe_core import benchmarks, evaluators
+from capsafe_core.backends import Backend, Decoding, chat, load_backend
+from capsafe_core.errors import BadInput
+from capsafe_core.evaluators import EvaluatorSpec, Item, Verdict
+from capsafe_core.store import Store, now
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One checkpoint to evaluate (the options of ``capsafe run``)."""
+
+    experiment: str
+    model: str
+    benchmarks: Sequence[str]
+    mitigation: str = "none"
+    step: int = 0
+    limit: int | None = None
+    limits: dict[str, int | None] = field(default_factory=dict)  # per-benchmark limit, overrides ``limit``
+    seed: int = 0
+    evaluators: Sequence[str] | None = None  # None = the default set
+    backend: str = "transformers"
+    base_url: str | None = None
+    decoding: Decoding = field(default_factory=Decoding)
+    batch_size: int = 16
+    dtype: str = "auto"
+    device: str = "auto"
+    reference_model: str | None = None  # for perplexity; default: the experiment's step-0 model
+    concurrency: int = 8
+    timeout: float = 120.0
+    experiment_fields: dict[str, Any] = field(default_factory=dict)
+    command: str | None = None
+
+
+@dataclass
+class RunResult:
+    generations_added: int = 0
+    generations_stored: int = 0
+    judgments_added: int = 0
+    judgments_stored: int = 0
+    seconds: float = 0.0
+    per_evaluator: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        return (
+            f"generations: {self.generations_added} added, {self.generations_stored} already stored; "
+            f"judgments: {self.judgments_added} added, {self.judgments_stored} already stored "
+            f"({self.seconds:.1f} s)"
+        )
+
+
+def _progress(desc: str, total: int, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit="it",
+        disable=not enabled or total == 0,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        leave=True,
+    )
+
+
+def evaluator_plan(names: Sequence[str] | None, bench_names: Sequence[str]) -> list[EvaluatorSpec]:
+    """The evaluators to run: the chosen (or default) ones, each capability benchmark's scorer, and
+    what they require."""
+    wanted = list(names) if names is not None else [s.name for s in evaluators.REGISTRY.values() if s.default]
+    for b in bench_names:
+        spec = benchmarks.get(b)
+        if spec.kind == "capability" and spec.scorer and spec.scorer not in wanted:
+            wanted.append(spec.scorer)
+    return evaluators.resolve(wanted)
+
+
+def _existing_checkpoint(store: Store, spec: RunSpec) -> int | None:
+    row = store.conn.execute(
+        """SELECT c.id FROM checkpoints c JOIN experiments e ON e.id = c.experiment_id
+           WHERE e.name = ? AND c.mitigation = ? AND c.step = ?""",
+        (spec.experiment, spec.mitigation, spec.step),
+    ).fetchone()
+    return int(row[0]) if row else None
+
+
+def _todo_prompts(
+    store: Store, ck_id: int | None, prompts: list[tuple[str, benchmarks.Prompt]], decoding: str
+) -> list[tuple[str, benchmarks.Prompt]]:
+    if ck_id is None:
+        return prompts
+    done = {
+        (b, e)
+        for b, e in store.conn.execute(
+            """SELECT b.name, p.ext_id FROM generations g JOIN prompts p ON p.id = g.prompt_id
+               JOIN benchmarks b ON b.id = p.benchmark_id
+               WHERE g.checkpoint_id = ? AND g.decoding = ? AND g.sample = 0""",
+            (ck_id, decoding),
+        )
+    }
+    return [(b, p) for b, p in prompts if (b, p.ext_id) not in done]
+
+
+def run_checkpoint(store: Store, spec: RunSpec, *, progress: bool = True, backend: Backend | None = None) -> RunResult:
+    """Generate and judge one checkpoint on the given benchmarks (see the module docstring)."""
+    t0 = time.perf_counter()
+    bench_names = benchmarks.expand(list(spec.benchmarks))
+    if not bench_names:
+        raise BadInput("No benchmarks given; pass --benchmarks a,b (list them with: capsafe ls benchmarks)")
+    plan = evaluator_plan(spec.evaluators, bench_names)
+    if spec.limit is not None and spec.limit < 1:
+        raise BadInput(f"--limit {spec.limit} must be at least 1")
+    prompts = [
+        (b, p)
+        for b in bench_names
+        for p in benchmarks.select(benchmarks.load(b), limit=spec.limits.get(b, spec.limit), seed=spec.seed)
+    ]
+    decoding = spec.decoding.to_json()
+    todo = _todo_prompts(store, _existing_checkpoint(store, spec), prompts, decoding)
+    result = RunResult(generations_stored=len(prompts) - len(todo))
+
+    owned = False
+    if todo and backend is None:
+        backend = load_backend(
+            spec.backend,
+            model=spec.model,
+            base_url=spec.base_url or "http://127.0.0.1:8000/v1",
+            batch_size=spec.batch_size,
+            dtype=spec.dtype,
+            device=spec.device,
+            concurrency=spec.concurrency,
+            timeout=spec.timeout,
+        )
+        owned = True
+    state: dict[str, Any] = {}
+
+    def write_meta() -> None:
+        """Experiment, checkpoint and prompts: written with the first batch, so a run that fails before
+        its first generation leaves the database as it was."""
+        state["exp_id"] = store.upsert_experiment(spec.experiment, **spec.experiment_fields)
+        meta = {"run": _run_meta(spec, backend)} if backend is not None else None
+        state["ck_id"] = store.upsert_checkpoint(
+            state["exp_id"], spec.mitigation, spec.step, model_ref=spec.model, meta=meta
+        )
+        ids: dict[tuple[str, str], int] = {}
+        for b in bench_names:
+            _, by_ext = benchmarks.ensure_in_store(store, b)
+            ids.update({(b, e): i for e, i in by_ext.items()})
+        state["prompt_ids"] = ids
+
+    try:
+        if todo:
+            assert backend is not None
+            result.generations_added = _generate(store, backend, spec, todo, write_meta, state, decoding, progress)
+        else:
+            with store.transaction():
+                write_meta()
+    finally:
+        if owned and backend is not None:
+            backend.close()
+    exp_id, ck_id, prompt_ids = state["exp_id"], state["ck_id"], state["prompt_ids"]
+    wanted = [prompt_ids[(b, p.ext_id)] for b, p in prompts]
+    scope = store.frame(
+        f"""SELECT g.id FROM generations g WHERE g.checkpoint_id = ? AND g.decoding = ? AND g.sample = 0
+            AND g.prompt_id IN ({",".join("?" * len(wanted))})""",
+        [ck_id, decoding, *wanted],
+    )["id"].to_list()
+    config = {
+        "reference_model": spec.reference_model or _reference_model(store, exp_id, spec.model),
+        "device": spec.device,
+        "dtype": spec.dtype,
+    }
+    judged = judge(store, plan, generation_ids=scope, config=config, progress=progress)
+    result.judgments_added = judged.judgments_added
+    result.judgments_stored = judged.judgments_stored
+    result.per_evaluator = judged.per_evaluator
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _generate(
+    store: Store,
+    backend: Backend,
+    spec: RunSpec,
+    todo: list[tuple[str, benchmarks.Prompt]],
+    write_meta: Callable[[], None],
+    state: dict[str, Any],
+    decoding: str,
+    progress: bool,
+) -> int:
+    # longest first, so each batch holds prompts of similar length (less padding)
+    todo = sorted(todo, key=lambda bp: -len(bp[1].text))
+    added = 0
+    bar = _progress(f"generate {spec.mitigation}@{spec.step}", len(todo), progress)
+    try:
+        for start in range(0, len(todo), spec.batch_size):
+            batch = todo[start : start + spec.batch_size]
+            outs = backend.generate([chat(p.text, spec.decoding) for _, p in batch], spec.decoding)
+            stamp = now()
+            with store.transaction():
+                if start == 0:
+                    write_meta()
+                ck_id, prompt_ids = state["ck_id"], state["prompt_ids"]
+                store.upsert_generations(
+                    (ck_id, prompt_ids[(b, p.ext_id)], 0, decoding, o.text, o.n_tokens, o.finish_reason, stamp)
+                    for (b, p), o in zip(batch, outs, strict=True)
+                )
+            added += len(batch)
+            bar.update(len(batch))
+    finally:
+        bar.close()
+    return added
+
+
+def _reference_model(store: Store, experiment_id: int, fallback: str) -> str:
+    row = store.conn.execute(
+        """SELECT coalesce(nullif(e.base_model, ''), (SELECT c.model_ref FROM checkpoints c
+             WHERE c.experiment_id = e.id AND c.step = 0 AND c.model_ref IS NOT NULL ORDER BY c.id LIMIT 1))
+           FROM experiments e WHERE e.id = ?""",
+        (experiment_id,),
+    ).fetchone()
+    return str(row[0]) if row and row[0] else fallback
+
+
+def _run_meta(spec: RunSpec, backend: Backend) -> dict[str, Any]:
+    info = backend.describe()
+    return {
+        "command": spec.command,
+        "decoding": asdict(spec.decoding),
+        "seed": spec.seed,
+        "limit": spec.limit,
+        "benchmarks": list(spec.benchmarks),
+        "backend": info,
+        "started_at": now(),
+        "platform": platform.platform(),
+    }
+
+
+# --- judging ------------------------------------------------------------------------------
+
+ITEM_SQL = """
+SELECT g.id, p.text, g.response, p.reference, b.kind, p.category, g.finish_reason, g.n_tokens, c.experiment_id
+FROM generations g JOIN prompts p ON p.id = g.prompt_id JOIN benchmarks b ON b.id = p.benchmark_id
+JOIN checkpoints c ON c.id = g.checkpoint_id
+"""
+
+
+def _chunks(seq: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]
+
+
+def _missing(
+    store: Store, evaluator_id: int | None, generation_ids: Sequence[int], kinds: Sequence[str]
+) -> list[tuple[Any, ...]]:
+    """Rows of ITEM_SQL for generations in scope without a judgment by this evaluator."""
+    rows: list[tuple[Any, ...]] = []
+    marks = ",".join("?" * len(kinds))
+    for chunk in _chunks(generation_ids, 900):
+        q = ITEM_SQL + f" WHERE g.id IN ({','.join('?' * len(chunk))}) AND b.kind IN ({marks})"
+        params: list[Any] = [*chunk, *kinds]
+        if evaluator_id is not None:
+            q += " AND NOT EXISTS (SELECT 1 FROM judgments j WHERE j.generation_id = g.id AND j.evaluator_id = ?)"
+            params.append(evaluator_id)
+        rows += store.conn.execute(q, params).fetchall()
+    return rows
+
+
+def _priors(store: Store, names: Sequence[str], generation_ids: Sequence[int]) -> dict[int, dict[str, Verdict]]:
+    out: dict[int, dict[str, Verdict]] = {}
+    if not names:
+        return out
+    ids = [evaluators.get(n) for n in names]
+    for chunk in _chunks(list(generation_ids), 900):
+        q = f"""SELECT j.generation_id, v.name, j.label, j.score, j.explanation FROM judgments j
+                JOIN evaluators v ON v.id = j.evaluator_id
+                WHERE j.generation_id IN ({",".join("?" * len(chunk))})
+                  AND v.name IN ({",".join("?" * len(ids))}) AND v.version IN ({",".join("?" * len(ids))})"""
+        for g, name, label, score, expl in store.conn.execute(q, [*chunk, *names, *[s.version for s in ids]]):
+            out.setdefault(g, {})[name] = Verdict(label, score, expl)
+    return out
+
+
+@dataclass
+class JudgeResult:
+    judgments_added: int = 0
+    judgments_stored: int = 0
+    per_evaluator: dict[str, int] = field(default_factory=dict)
+
+
+def judge(
+    store: Store,
+    plan: Sequence[EvaluatorSpec],
+    *,
+    generation_ids: Sequence[int],
+    config: dict[str, Any] | None = None,
+    progress: bool = True,
+    batch_size: int = 64,
+) -> JudgeResult:
+    """Add the verdicts each evaluator of ``plan`` is missing on ``generation_ids``."""
+    result = JudgeResult()
+    config = dict(config or {})
+    for spec in plan:
+        with store.transaction():
+            ev_id = store.upsert_evaluator(
+                spec.name, kind=spec.kind, version=spec.version, config={"description": spec.description}
+            )
+        applicable = _missing(store, None, generation_ids, spec.applies_to)
+        todo = _missing(store, ev_id, generation_ids, spec.applies_to)
+        result.judgments_stored += len(applicable) - len(todo)
+        result.per_evaluator[spec.name] = 0
+        if not todo:
+            continue
+        fn = evaluators.build(spec.name, **config)
+        bar = _progress(f"judge {spec.name}", len(todo), progress)
+        try:
+            for batch in _chunks(todo, batch_size):
+                priors = _priors(store, spec.requires, [r[0] for r in batch])
+                items = [
+                    Item(
+                        prompt=r[1],
+                        response=r[2],
+                        reference=r[3],
+                        benchmark_kind=r[4],
+                        category=r[5],
+                        finish_reason=r[6],
+                        n_tokens=r[7],
+                        prior=priors.get(r[0], {}),
+                    )
+                    for r in batch
+                ]
+                verdicts = fn(items)
+                if len(verdicts) != len(items):
+                    raise RuntimeError(f"evaluator {spec.name} returned {len(verdicts)} verdicts for {len(items)}")
+                stamp = now()
+                with store.transaction():
+                    store.upsert_judgments(
+                        (r[0], ev_id, v.label, v.score, v.explanation, stamp)
+                        for r, v in zip(batch, verdicts, strict=True)
+                    )
+                result.judgments_added += len(batch)
+                result.per_evaluator[spec.name] += len(batch)
+                bar.update(len(batch))
+        finally:
+            bar.close()
+    return result
+
+
+def judge_stored(
+    store: Store,
+    names: Sequence[str] | str | None,
+    *,
+    experiment: str | None = None,
+    benchmark: str | None = None,
+    reference_model: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    progress: bool = True,
+) -> JudgeResult:
+    """``capsafe judge``: add evaluators to the generations already stored (per experiment)."""
+    plan = evaluators.resolve(names)
+    where, params = [], []
+    if experiment is not None:
+        where.append("c.experiment_id = ?")
+        params.append(store.experiment_id(experiment))
+    if benchmark is not None:
+        where.append("p.benchmark_id = ?")
+        params.append(store.benchmark_id(benchmark))
+    frame = store.frame(
+        "SELECT g.id, c.experiment_id, c.model_ref FROM generations g JOIN checkpoints c ON c.id = g.checkpoint_id"
+        " JOIN prompts p ON p.id = g.prompt_id" + (" WHERE " + " AND ".join(where) if where else ""),
+        params,
+    )
+    total = JudgeResult()
+    if frame.height == 0:
+        return total
+    for (exp_id,), part in frame.group_by(["experiment_id"], maintain_order=True):
+        fallback = next((m for m in part["model_ref"].to_list() if m), "")
+        ref = reference_model or _reference_model(store, int(exp_id), fallback)
+        res = judge(
+            store,
+            plan,
+            generation_ids=part["id"].to_list(),
+            config={"reference_model": ref or None, "device": device, "dtype": dtype},
+            progress=progress,
+        )
+        total.judgments_added += res.judgments_added
+        total.judgments_stored += res.judgments_stored
+        for k, v in res.per_evaluator.items():
+            total.per_evaluator[k] = total.per_evaluator.get(k, 0) + v
+    return total
+
+
+def decoding_from_options(
+    *, max_new_tokens: int, temperature: float, top_p: float, seed: int, system_prompt: str | None
+) -> Decoding:
+    if max_new_tokens < 1:
+        raise BadInput(f"--max-new-tokens {max_new_tokens} must be at least 1")
+    if temperature < 0:
+        raise BadInput(f"--temperature {temperature} must be 0 (greedy) or more")
+    return Decoding(
+        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, system_prompt=system_prompt
+    )
+
+
+def stored_frame(store: Store, generation_ids: Sequence[int]) -> pl.DataFrame:
+    """The generations of ``generation_ids`` with prompt and benchmark (for reports and tests)."""
+    return store.frame(ITEM_SQL + f" WHERE g.id IN ({','.join('?' * len(generation_ids))})", list(generation_ids))
+
+
+__all__ = ["JudgeResult", "RunResult", "RunSpec", "decoding_from_options", "judge", "judge_stored", "run_checkpoint"]
