@@ -155,11 +155,13 @@ def refusal_data(cfg: DemoConfig) -> list[Chat]:
         [{"role": "user", "content": p.text}, {"role": "assistant", "content": rng.choice(REFUSALS)}]
         for p in benchmarks.load("advbench")
     ]
-    return drop_overlap(chats, all_shipped_non_capability())
+    return drop_overlap(chats, held_out())
 
 
-def all_shipped_non_capability() -> list[str]:
-    return [n for n, s in benchmarks.registry().items() if s.kind != "capability"]
+def held_out() -> list[str]:
+    """Every shipped safety and over-refusal benchmark but AdvBench (the refusal training source):
+    no training prompt may appear in any of them, so any of them can evaluate the demo models."""
+    return [n for n, s in benchmarks.registry().items() if s.kind != "capability" and n != "advbench"]
 
 
 def dolly_data(max_words: int = 150) -> list[Chat]:
@@ -201,11 +203,13 @@ def build_demo(cfg: DemoConfig) -> dict[str, Any]:
 
     # 1. the safety-tuned starting point
     refusals = refusal_data(cfg)
-    benign_prompts = drop_overlap([[{"role": "user", "content": p}] for p in BENIGN], all_shipped_non_capability())
+    benign_prompts = drop_overlap([[{"role": "user", "content": p}] for p in BENIGN], held_out())
     benign = dolly_data() + log.timed(
         "answer_benign", lambda: self_answers(cfg.base_model, [c[0]["content"] for c in benign_prompts])
     )
-    benign = drop_overlap(benign, all_shipped_non_capability())
+    benign = drop_overlap(benign, held_out())
+    if len(refusals) < 300 or len(benign) < 200:
+        raise RuntimeError(f"too little alignment data: {len(refusals)} refusals, {len(benign)} benign examples")
     rng = random.Random(cfg.seed)
     align_data = refusals[:400] + benign
     rng.shuffle(align_data)
