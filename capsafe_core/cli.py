@@ -623,6 +623,54 @@ def demo_build_cmd(out: str, work_dir: str, quick: bool, quiet: bool) -> None:
     click.echo(json.dumps(summary, indent=1, default=str))
 
 
+@cli.command(name="serve")
+@click.option("--port", default=8501, show_default=True, type=int)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback by default).")
+@click.option(
+    "--db",
+    "db_path",
+    envvar="CAPSAFE_DB",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Database to open (default: the bundled demo, data/demo.db).",
+)
+def serve_cmd(port: int, host: str, db_path: str | None) -> None:
+    """Open the dashboard in the browser (Streamlit).
+
+    \b
+    Example:
+      capsafe serve --db results.db --port 8501
+    """
+    import os
+    import subprocess
+
+    app = Path(__file__).resolve().parent.parent / "app.py"
+    if not app.exists():
+        raise click.ClickException(f"No dashboard at {app}; run capsafe from a checkout of the repository")
+    env = dict(os.environ)
+    if db_path:
+        if not Path(db_path).exists():
+            raise click.ClickException(f"No database at {db_path}; create one with: capsafe init --db {db_path}")
+        env["CAPSAFE_DB"] = str(Path(db_path).resolve())
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app),
+        "--server.port",
+        str(port),
+        "--server.address",
+        host,
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+    click.echo(f"capsafe dashboard on http://{host}:{port}")
+    sys.exit(subprocess.call(cmd, env=env))
+
+
 def main() -> None:
     cli(prog_name="capsafe")
 

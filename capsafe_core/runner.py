@@ -48,6 +48,7 @@ class RunSpec:
     reference_model: str | None = None  # for perplexity; default: the experiment's step-0 model
     concurrency: int = 8
     timeout: float = 120.0
+    max_retries: int = 3
     experiment_fields: dict[str, Any] = field(default_factory=dict)
     command: str | None = None
 
@@ -149,6 +150,7 @@ def run_checkpoint(store: Store, spec: RunSpec, *, progress: bool = True, backen
             device=spec.device,
             concurrency=spec.concurrency,
             timeout=spec.timeout,
+            max_retries=spec.max_retries,
         )
         owned = True
     state: dict[str, Any] = {}

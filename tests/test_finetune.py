@@ -111,5 +111,5 @@ def test_read_chat_jsonl_errors(tmp_path):
 def test_unknown_mitigation(store, tiny_model, tmp_path):
     from capsafe_core.errors import NotFound
 
-    with pytest.raises(NotFound, match="Unknown mitigation 'lorra'. Did you mean 'lora'"):
+    with pytest.raises(NotFound, match=r"Unknown mitigation 'lorra'\. Did you mean 'lora'"):
         finetune(store, cfg(tiny_model, tmp_path, mitigation="lorra"))

@@ -131,7 +131,7 @@ def test_interrupted_run_resumes_without_gaps_or_duplicates(tmp_path, tiny_model
         assert time.time() < deadline
         time.sleep(0.05)
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=60)
+    _out, err = proc.communicate(timeout=60)
     partial = _count(db, "SELECT count(*) FROM generations")
     assert 5 <= partial < 40, "the run finished before it could be interrupted"
     if sig == signal.SIGINT:

@@ -46,7 +46,7 @@ class OpenAIBackend:
     def _ping(self) -> list[str]:
         """Fail early, before anything is written, if the server cannot be reached."""
         try:
-            r = httpx.get(f"{self.base_url}/models", headers=self.headers, timeout=min(self.timeout, 10.0))
+            r = httpx.get(f"{self.base_url}/models", headers=self.headers, timeout=10.0)
         except httpx.TransportError as e:
             raise BackendError(
                 f"Cannot reach an OpenAI-compatible server at {self.base_url} ({type(e).__name__}); "

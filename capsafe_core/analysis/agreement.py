@@ -1,0 +1,250 @@
+"""How far to trust the judges: agreement between evaluators and with people, split by coherence,
+the safe-because-broken rate, and the sensitivity of the mitigation ranking to benchmark and judge.
+
+Raters and the dimension they share:
+- ``unsafe`` (safety prompts): a harm judge's ``unsafe``, a refusal judge's ``compliance``, a
+  person's ``harmful``/``unsafe``/``compliance`` are 1; the other verdicts 0 (``unparsed`` left out).
+- ``refusal`` (any prompt): ``refusal``/``partial_refusal`` are 1 and ``compliance`` 0 for refusal
+  judges and for people (a person's ``harmful``/``benign`` from the labelling page count as not
+  refusing; imported ``unsafe``/``safe`` labels have no refusal dimension).
+
+Cohen's κ and the confusion matrix come from scikit-learn; κ's 95% CI is a percentile bootstrap over
+items. Kendall's τ between rankings comes from scipy.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import polars as pl
+from scipy.stats import kendalltau
+from sklearn.metrics import cohen_kappa_score, confusion_matrix
+
+from capsafe_core.analysis.rates import ALPHA, HIGHER_IS_WORSE, B, value_expr
+
+DIMENSIONS = ("unsafe", "refusal")
+HUMAN_UNSAFE = {"harmful": 1, "unsafe": 1, "compliance": 1, "refusal": 0, "benign": 0, "safe": 0, "partial_refusal": 0}
+HUMAN_REFUSAL = {"refusal": 1, "partial_refusal": 1, "compliance": 0, "harmful": 0, "benign": 0}
+
+
+def rater_values(v: pl.DataFrame, humans: pl.DataFrame | None, *, dimension: str) -> pl.DataFrame:
+    """Long frame ``generation_id, rater, value (0/1)`` on the dimension's items."""
+    if dimension not in DIMENSIONS:
+        raise ValueError(f"unknown dimension {dimension!r}; use one of {DIMENSIONS}")
+    if dimension == "unsafe":
+        items = v.filter(pl.col("bench_kind") == "safety")
+        judged = items.filter(pl.col("ev_kind").is_in(["harm", "refusal"])).with_columns(
+            value_expr("unsafe_rate").alias("value")
+        )
+        mapping = HUMAN_UNSAFE
+    else:
+        items = v
+        judged = items.filter(pl.col("ev_kind") == "refusal").with_columns(value_expr("refusal_rate").alias("value"))
+        mapping = HUMAN_REFUSAL
+    out = judged.filter(pl.col("value").is_not_null()).select(
+        "generation_id", pl.col("evaluator").alias("rater"), pl.col("value").cast(pl.Int64)
+    )
+    if humans is not None and humans.height:
+        ids = items.select("generation_id").unique()
+        h = (
+            humans.join(ids, on="generation_id", how="semi")
+            .with_columns(
+                pl.col("human_label").replace_strict(mapping, default=None, return_dtype=pl.Int64).alias("value"),
+                ("human:" + pl.col("annotator")).alias("rater"),
+            )
+            .filter(pl.col("value").is_not_null())
+        )
+        out = pl.concat([out, h.select("generation_id", "rater", "value")])
+    return out
+
+
+def _kappa_ci(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
+    n = len(a)
+    idx = rng.integers(0, n, size=(B, n))
+    aa, bb = a[idx], b[idx]
+    po = (aa == bb).mean(axis=1)
+    pa, pb = aa.mean(axis=1), bb.mean(axis=1)
+    pe = pa * pb + (1 - pa) * (1 - pb)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k = np.where(pe < 1, (po - pe) / (1 - pe), np.nan)
+    k = k[~np.isnan(k)]
+    if len(k) == 0:
+        return (float("nan"), float("nan"))
+    lo, hi = np.quantile(k, [ALPHA / 2, 1 - ALPHA / 2])
+    return float(lo), float(hi)
+
+
+def pair_stats(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> dict[str, object]:
+    """n, raw agreement, Cohen's κ (sklearn) with a bootstrap CI, and the 2×2 confusion matrix."""
+    n = len(a)
+    if n == 0:
+        return {
+            "n": 0,
+            "agreement": None,
+            "kappa": None,
+            "kappa_lo": None,
+            "kappa_hi": None,
+            "confusion": [[0, 0], [0, 0]],
+        }
+    agree = float((a == b).mean())
+    one_class = len(np.unique(np.concatenate([a, b]))) < 2  # κ is undefined
+    kappa = float("nan") if one_class else float(cohen_kappa_score(a, b))
+    lo, hi = _kappa_ci(a, b, rng)
+    cm = confusion_matrix(a, b, labels=[0, 1]).tolist()
+    return {"n": n, "agreement": agree, "kappa": kappa, "kappa_lo": lo, "kappa_hi": hi, "confusion": cm}
+
+
+def coherence_split(v: pl.DataFrame, humans: pl.DataFrame | None, *, coherence: str = "coherence") -> pl.DataFrame:
+    """``generation_id, subset`` for the subsets ``coherent``/``incoherent`` (by the coherence evaluator)
+    and ``human_coherent``/``human_incoherent`` (by people's coherence flags, where present)."""
+    parts = [
+        v.filter((pl.col("evaluator") == coherence) & pl.col("label").is_in(["coherent", "incoherent"])).select(
+            "generation_id", pl.col("label").cast(pl.Utf8).alias("subset")
+        )
+    ]
+    if humans is not None and humans.height:
+        h = (
+            humans.filter(pl.col("human_coherent").is_not_null())
+            .group_by("generation_id")
+            .agg(pl.col("human_coherent").last())
+        )
+        parts.append(
+            h.select(
+                "generation_id",
+                pl.when(pl.col("human_coherent") == 1)
+                .then(pl.lit("human_coherent"))
+                .otherwise(pl.lit("human_incoherent"))
+                .alias("subset"),
+            )
+        )
+    return pl.concat(parts).unique()
+
+
+def agreement(
+    v: pl.DataFrame,
+    humans: pl.DataFrame | None = None,
+    *,
+    dimension: str = "unsafe",
+    coherence: str = "coherence",
+    seed: int = 0,
+) -> pl.DataFrame:
+    """Every pair of raters (evaluators and annotators) on the items both rated, overall and per
+    coherence subset: ``a, b, subset, n, agreement, kappa, kappa_lo, kappa_hi, confusion``
+    (rows: a's 0/1, columns: b's 0/1)."""
+    rv = rater_values(v, humans, dimension=dimension)
+    if rv.height == 0:
+        return pl.DataFrame()
+    wide = (
+        rv.group_by("generation_id", "rater")
+        .agg(pl.col("value").last())
+        .pivot(on="rater", index="generation_id", values="value")
+    )
+    split = coherence_split(v, humans, coherence=coherence)
+    raters = sorted(c for c in wide.columns if c != "generation_id")
+    rng = np.random.default_rng(seed)
+    rows = []
+    subsets = [("all", wide)] + [
+        (s, wide.join(split.filter(pl.col("subset") == s), on="generation_id", how="semi"))
+        for s in ("coherent", "incoherent", "human_coherent", "human_incoherent")
+    ]
+    humans_first = sorted(raters, key=lambda r: (not r.startswith("human:"), r))
+    for a, b in itertools.combinations(humans_first, 2):
+        for subset, frame in subsets:
+            both = frame.select(a, b).drop_nulls()
+            if both.height == 0:
+                continue
+            stats = pair_stats(both[a].to_numpy(), both[b].to_numpy(), rng)
+            rows.append({"a": a, "b": b, "subset": subset, "dimension": dimension, **stats})
+    return pl.DataFrame(rows, schema_overrides={"confusion": pl.List(pl.List(pl.Int64))}) if rows else pl.DataFrame()
+
+
+def disagreements(
+    v: pl.DataFrame,
+    humans: pl.DataFrame | None,
+    a: str,
+    b: str,
+    *,
+    dimension: str = "unsafe",
+    a_value: int | None = None,
+    b_value: int | None = None,
+) -> pl.DataFrame:
+    """Generations where raters ``a`` and ``b`` disagree (or, with values, one cell of the confusion matrix)."""
+    rv = rater_values(v, humans, dimension=dimension).filter(pl.col("rater").is_in([a, b]))
+    wide = (
+        rv.group_by("generation_id", "rater")
+        .agg(pl.col("value").last())
+        .pivot(on="rater", index="generation_id", values="value")
+    )
+    if a not in wide.columns or b not in wide.columns:
+        return pl.DataFrame(schema={"generation_id": pl.Int64})
+    wide = wide.drop_nulls([a, b])
+    if a_value is None or b_value is None:
+        return wide.filter(pl.col(a) != pl.col(b)).select("generation_id")
+    return wide.filter((pl.col(a) == a_value) & (pl.col(b) == b_value)).select("generation_id")
+
+
+def safe_because_broken(v: pl.DataFrame, *, coherence: str = "coherence", by: tuple[str, ...] = ()) -> pl.DataFrame:
+    """Per safety evaluator (and ``by`` columns): of the answers it judged safe on safety prompts, the
+    share the coherence evaluator calls incoherent."""
+    judged = (
+        v.filter((pl.col("bench_kind") == "safety") & pl.col("ev_kind").is_in(["harm", "refusal"]))
+        .with_columns(value_expr("unsafe_rate").alias("unsafe"))
+        .filter(pl.col("unsafe") == 0)
+    )
+    coh = v.filter(pl.col("evaluator") == coherence).select(
+        "generation_id", (pl.col("label") == "incoherent").alias("incoherent")
+    )
+    j = judged.join(coh, on="generation_id", how="inner")
+    return (
+        j.group_by("evaluator", *by)
+        .agg(
+            pl.len().alias("judged_safe"),
+            pl.col("incoherent").sum().alias("incoherent"),
+            pl.col("incoherent").mean().alias("safe_because_broken"),
+        )
+        .sort("evaluator", *by)
+    )
+
+
+def sensitivity(compare_long: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """From ``compare_table``'s long frame: (rankings, tau).
+
+    ``rankings``: per (benchmark, evaluator, metric) the mitigations that reach the target, best
+    first, and the winner. ``tau``: Kendall's τ between the rankings of every two views, over the
+    mitigations both rank.
+    """
+    ranked = []
+    for key, part in compare_long.filter(pl.col("value").is_not_null()).group_by(
+        ["benchmark", "evaluator", "metric"], maintain_order=True
+    ):
+        worse_high = HIGHER_IS_WORSE.get(str(key[2]), True)
+        p = part.sort("value", descending=not worse_high)
+        ranked.append(
+            {
+                "benchmark": key[0],
+                "evaluator": key[1],
+                "metric": key[2],
+                "ranking": p["mitigation"].to_list(),
+                "winner": p["mitigation"][0],
+            }
+        )
+    rankings = pl.DataFrame(ranked) if ranked else pl.DataFrame()
+    taus = []
+    for r1, r2 in itertools.combinations(ranked, 2):
+        common = [m for m in r1["ranking"] if m in r2["ranking"]]
+        if len(common) < 2:
+            continue
+        x = [r1["ranking"].index(m) for m in common]
+        y = [r2["ranking"].index(m) for m in common]
+        tau = kendalltau(x, y).statistic
+        taus.append(
+            {
+                "view_a": f"{r1['benchmark']} / {r1['evaluator']} / {r1['metric']}",
+                "view_b": f"{r2['benchmark']} / {r2['evaluator']} / {r2['metric']}",
+                "tau": float(tau),
+                "same_winner": r1["winner"] == r2["winner"],
+                "mitigations": len(common),
+            }
+        )
+    return rankings, pl.DataFrame(taus) if taus else pl.DataFrame()

@@ -1,0 +1,112 @@
+"""Human labelling: the queue of flagged samples, saving a label at once, and undo.
+
+A sample is flagged for one or more ``REASONS``; a person gives a verdict (``harmful``,
+``refusal``, ``benign``), says whether the response is coherent, and may add a note. Every label
+is its own row (history); the latest per annotator counts.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from capsafe_core.analysis.rates import value_expr
+from capsafe_core.errors import BadInput
+from capsafe_core.store import Store, now
+from capsafe_core.verdicts import PAGE_LABELS
+
+REASONS = {
+    "incoherent": "the coherence evaluator calls the response incoherent",
+    "judges_disagree": "safety judges disagree (some unsafe, some safe)",
+    "safe_but_incoherent": "a safety judge says safe, but the response is incoherent",
+    "unparsed": "a judge's output could not be read",
+}
+
+
+def flagged(v: pl.DataFrame, *, coherence: str = "coherence") -> pl.DataFrame:
+    """``generation_id, reasons`` (list) for every flagged generation of the verdict frame."""
+    incoherent = (
+        v.filter((pl.col("evaluator") == coherence) & (pl.col("label") == "incoherent"))
+        .select("generation_id")
+        .unique()
+    )
+    safety = (
+        v.filter((pl.col("bench_kind") == "safety") & pl.col("ev_kind").is_in(["harm", "refusal"]))
+        .with_columns(value_expr("unsafe_rate").alias("unsafe"))
+        .filter(pl.col("unsafe").is_not_null())
+    )
+    per_gen = safety.group_by("generation_id").agg(
+        pl.col("unsafe").min().alias("lo"), pl.col("unsafe").max().alias("hi")
+    )
+    disagree = per_gen.filter(pl.col("lo") != pl.col("hi")).select("generation_id")
+    judged_safe = per_gen.filter(pl.col("lo") == 0).select("generation_id")
+    safe_incoherent = judged_safe.join(incoherent, on="generation_id", how="semi")
+    unparsed = v.filter(pl.col("label") == "unparsed").select("generation_id").unique()
+    parts = [
+        f.with_columns(pl.lit(r).alias("reason"))
+        for r, f in (
+            ("incoherent", incoherent),
+            ("judges_disagree", disagree),
+            ("safe_but_incoherent", safe_incoherent),
+            ("unparsed", unparsed),
+        )
+    ]
+    return (
+        pl.concat(parts).group_by("generation_id").agg(pl.col("reason").sort().alias("reasons")).sort("generation_id")
+    )
+
+
+def queue(
+    v: pl.DataFrame, humans: pl.DataFrame, *, reasons: list[str], annotator: str, coherence: str = "coherence"
+) -> pl.DataFrame:
+    """Flagged generations for any of ``reasons`` that ``annotator`` has not labelled yet, in a stable
+    order that mixes checkpoints (by a hash of the generation id)."""
+    unknown = [r for r in reasons if r not in REASONS]
+    if unknown:
+        raise BadInput(f"Unknown flag reason '{unknown[0]}'; use {', '.join(REASONS)}")
+    f = flagged(v, coherence=coherence).filter(pl.col("reasons").list.set_intersection(reasons).list.len() > 0)
+    done = humans.filter(pl.col("annotator") == annotator).select("generation_id") if humans.height else None
+    if done is not None:
+        f = f.join(done, on="generation_id", how="anti")
+    return f.with_columns(pl.col("generation_id").hash(seed=7).alias("_o")).sort("_o").drop("_o")
+
+
+def save_label(
+    store: Store, generation_id: int, *, annotator: str, label: str, coherent: bool | None, note: str | None = None
+) -> int:
+    """Store one human label at once; returns its row id."""
+    annotator = annotator.strip()
+    if not annotator:
+        raise BadInput("Enter your name as annotator before labelling")
+    if label not in PAGE_LABELS:
+        raise BadInput(f"Unknown label '{label}'; use {', '.join(PAGE_LABELS)}")
+    with store.transaction():
+        cur = store.conn.execute(
+            "INSERT INTO human_labels (generation_id, annotator, label, coherent, note, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (generation_id, annotator, label, None if coherent is None else int(coherent), note or None, now()),
+        )
+    return int(cur.lastrowid or 0)
+
+
+def undo(store: Store, label_id: int, *, annotator: str) -> int | None:
+    """Delete one of ``annotator``'s labels; returns its generation id (``None`` if it was not theirs)."""
+    with store.transaction():
+        row = store.conn.execute(
+            "SELECT generation_id FROM human_labels WHERE id = ? AND annotator = ?", (label_id, annotator)
+        ).fetchone()
+        if row is None:
+            return None
+        store.conn.execute("DELETE FROM human_labels WHERE id = ?", (label_id,))
+    return int(row[0])
+
+
+def progress(v: pl.DataFrame, humans: pl.DataFrame, *, reasons: list[str], annotator: str) -> tuple[int, int]:
+    """(labelled by ``annotator``, flagged in total) for the chosen reasons."""
+    f = flagged(v).filter(pl.col("reasons").list.set_intersection(reasons).list.len() > 0)
+    if not humans.height:
+        return 0, f.height
+    mine = humans.filter(pl.col("annotator") == annotator).select("generation_id")
+    return f.join(mine, on="generation_id", how="semi").height, f.height
+
+
+__all__ = ["REASONS", "flagged", "progress", "queue", "save_label", "undo"]

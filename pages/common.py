@@ -1,0 +1,223 @@
+"""What every page shares: the database choice, cached readers and the experiment's settings.
+
+Readers take the database path and its modification time, so new data invalidates the cache;
+the SQLite connection is opened inside each reader (connections are per thread).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import streamlit as st
+
+from capsafe_core import queries
+from capsafe_core.errors import CapsafeError
+from capsafe_core.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_DB = ROOT / "data" / "demo.db"
+
+
+def default_db() -> str:
+    return os.environ.get("CAPSAFE_DB") or str(DEMO_DB)
+
+
+def db_path() -> str:
+    return str(st.session_state.get("db_path") or st.query_params.get("db") or default_db())
+
+
+def stamp(path: str) -> float:
+    """Changes when the database does (WAL writes touch the -wal file, not the main one)."""
+    times = [Path(p).stat().st_mtime_ns for p in (path, path + "-wal") if Path(p).exists()]
+    return float(max(times)) if times else 0.0
+
+
+def verdict_version(path: str) -> str:
+    """Changes when generations or judgments do (not when a human label is saved), so saving labels
+    does not invalidate the cached verdicts."""
+    with _open(path) as s:
+        g, j = s.conn.execute("SELECT (SELECT max(id) FROM generations), (SELECT count(*) FROM judgments)").fetchone()
+    return f"{g}:{j}"
+
+
+def _open(path: str) -> Store:
+    return Store.open(path, create=False)
+
+
+@st.cache_data(show_spinner=False)
+def experiments(path: str, mtime: float) -> pl.DataFrame:
+    with _open(path) as s:
+        return s.experiments()
+
+
+@st.cache_data(show_spinner=False)
+def counts(path: str, mtime: float) -> dict[str, int]:
+    with _open(path) as s:
+        return s.counts()
+
+
+@st.cache_data(show_spinner="Reading verdicts…", max_entries=4)
+def verdicts(path: str, version: str, experiment: str) -> pl.DataFrame:
+    with _open(path) as s:
+        return queries.verdicts(s, experiment)
+
+
+@st.cache_data(show_spinner=False)
+def humans(path: str, mtime: float, experiment: str) -> pl.DataFrame:
+    with _open(path) as s:
+        return queries.human_labels(s, experiment)
+
+
+@st.cache_data(show_spinner=False)
+def categories(path: str, mtime: float, experiment: str) -> list[str]:
+    with _open(path) as s:
+        return queries.categories(s, experiment)
+
+
+@st.cache_data(show_spinner=False)
+def samples(
+    path: str, mtime: float, experiment: str, f: queries.SampleFilter, evaluator: str | None, limit: int, offset: int
+) -> tuple[pl.DataFrame, int]:
+    with _open(path) as s:
+        return queries.samples(s, experiment, f, evaluator=evaluator, limit=limit, offset=offset)
+
+
+def detail(path: str, generation_id: int) -> dict[str, object] | None:
+    with _open(path) as s:
+        return queries.generation_detail(s, generation_id)
+
+
+@dataclass(frozen=True)
+class Context:
+    """The chosen database and experiment, and what the experiment's data holds."""
+
+    path: str
+    mtime: float
+    version: str
+    experiment: str
+    target: float
+    capability_benchmark: str | None
+    scorer: str | None
+    safety_benchmarks: list[str]
+    overrefusal_benchmarks: list[str]
+    safety_evaluators: list[str]
+    refusal_evaluators: list[str]
+    evaluators: list[str]
+    mitigations: list[str]
+    meta: str
+
+    def verdicts(self) -> pl.DataFrame:
+        return verdicts(self.path, self.version, self.experiment)
+
+    def humans(self) -> pl.DataFrame:
+        return humans(self.path, stamp(self.path), self.experiment)
+
+    @property
+    def default_evaluator(self) -> str | None:
+        for name in ("keyword_refusal", "harmbench_cls", "strongreject_rubric"):
+            if name in self.safety_evaluators:
+                return name
+        return self.safety_evaluators[0] if self.safety_evaluators else None
+
+
+def _names(frame: pl.DataFrame, name: str, kind_col: str, kind: str) -> list[str]:
+    return sorted(frame.filter(pl.col(kind_col) == kind)[name].to_list())
+
+
+def sidebar() -> Context | None:
+    """Database picker and experiment selector (in the sidebar of every page)."""
+    with st.sidebar:
+        st.markdown("### capsafe")
+        path = st.text_input(
+            "Database",
+            value=db_path(),
+            key="db_path",
+            help="A capsafe SQLite file. Default: the bundled demo, or $CAPSAFE_DB.",
+        )
+        if not Path(path).exists():
+            st.error(f"No database at {path}; enter the path of a capsafe database.")
+            return None
+        mtime = stamp(path)
+        try:
+            exps = experiments(path, mtime)
+        except CapsafeError as e:
+            st.error(str(e))
+            return None
+        if exps.height == 0:
+            st.warning("This database has no experiments yet; import or run some with the capsafe command.")
+            return None
+        names = exps["name"].to_list()
+        wanted = st.query_params.get("experiment")
+        index = names.index(wanted) if wanted in names else 0
+        experiment = st.selectbox("Experiment", names, index=index, key="experiment")
+        st.query_params["experiment"] = experiment
+        row = exps.filter(pl.col("name") == experiment).to_dicts()[0]
+    version = verdict_version(path)
+    v = verdicts(path, version, experiment)
+    benches = v.select("benchmark", "bench_kind").unique()
+    evs = v.select("evaluator", "ev_kind").unique()
+    caps = _names(benches, "benchmark", "bench_kind", "capability")
+    cap_bench = row["task"] if row["task"] in caps else (caps[0] if caps else None)
+    scorers = _names(evs, "evaluator", "ev_kind", "capability")
+    scorer = row["capability_metric"] if row["capability_metric"] in scorers else (scorers[0] if scorers else None)
+    return Context(
+        path=path,
+        mtime=mtime,
+        version=version,
+        experiment=experiment,
+        target=float(row["capability_target"]) if row["capability_target"] is not None else 0.5,
+        capability_benchmark=cap_bench,
+        scorer=scorer,
+        safety_benchmarks=_names(benches, "benchmark", "bench_kind", "safety"),
+        overrefusal_benchmarks=_names(benches, "benchmark", "bench_kind", "overrefusal"),
+        safety_evaluators=sorted(
+            _names(evs, "evaluator", "ev_kind", "harm") + _names(evs, "evaluator", "ev_kind", "refusal")
+        ),
+        refusal_evaluators=_names(evs, "evaluator", "ev_kind", "refusal"),
+        evaluators=sorted(evs["evaluator"].to_list()),
+        mitigations=sorted(v["mitigation"].unique().to_list()),
+        meta=row["meta"] or "{}",
+    )
+
+
+def context() -> Context:
+    """The sidebar's context, or stop the page with a message."""
+    ctx = st.session_state.get("_ctx")
+    if ctx is None:
+        st.stop()
+    return ctx
+
+
+def download_csv(frame: pl.DataFrame, name: str, *, label: str = "Download CSV") -> None:
+    st.download_button(label, frame.write_csv().encode(), file_name=name, mime="text/csv")
+
+
+def plot_config(key: str) -> dict[str, object]:
+    """Plotly toolbar: the camera button exports the figure as PNG or SVG (chosen here)."""
+    fmt = st.session_state.get("figure_format", "png")
+    return {"toImageButtonOptions": {"format": fmt, "filename": key, "scale": 2}, "displaylogo": False}
+
+
+def open_samples(**params: object) -> None:
+    """Go to the Samples page with these filters in the URL."""
+    for k in (
+        "mitigation",
+        "step",
+        "checkpoint",
+        "benchmark",
+        "evaluator",
+        "label",
+        "coherence",
+        "ids",
+        "text",
+        "category",
+        "g",
+    ):
+        st.query_params.pop(k, None)
+    for k, v in params.items():
+        if v is not None:
+            st.query_params[k] = str(v)
+    st.switch_page("pages/samples.py", query_params=dict(st.query_params))

@@ -1,0 +1,88 @@
+"""Judges: how far the evaluators agree with each other and with people, split by coherence."""
+
+import polars as pl
+import streamlit as st
+
+from capsafe_core import analysis, plots
+from pages import common
+
+ctx = common.context()
+st.title("Judges")
+st.caption(
+    "Automated judges disagree with each other and with people, most of all on incoherent answers. "
+    "Offline LLM judges use the 135M SmolLM2 by default: a weak judge, shown to exercise the machinery; "
+    "point them at a strong model through an OpenAI-compatible server for real use."
+)
+v = ctx.verdicts()
+h = ctx.humans()
+dims = [d for d in analysis.DIMENSIONS if analysis.rater_values(v, h, dimension=d).height]
+if not dims:
+    st.info("No safety or refusal verdicts to compare in this experiment.")
+    st.stop()
+dimension = st.radio(
+    "Dimension",
+    dims,
+    horizontal=True,
+    key="jd_dim",
+    format_func=lambda d: {"unsafe": "unsafe vs safe (safety prompts)", "refusal": "refusal vs not (all prompts)"}[d],
+)
+pairs = analysis.agreement(v, h, dimension=dimension)
+if pairs.height == 0:
+    st.info("Fewer than two raters share items on this dimension.")
+    st.stop()
+st.subheader("Agreement between raters")
+show = pairs.select(
+    "a",
+    "b",
+    "subset",
+    "n",
+    pl.col("agreement").round(3),
+    pl.col("kappa").round(3),
+    pl.format("[{}, {}]", pl.col("kappa_lo").round(3), pl.col("kappa_hi").round(3)).alias("κ 95% CI"),
+)
+st.dataframe(show, hide_index=True)
+common.download_csv(pairs.drop("confusion"), f"{ctx.experiment}-agreement-{dimension}.csv")
+st.plotly_chart(
+    plots.kappa_figure(pairs.filter(pl.col("subset").is_in(["all", "coherent", "incoherent"]))),
+    key="jd_kappa",
+    config=common.plot_config("kappa"),
+)
+
+st.subheader("Confusion matrix")
+names = [f"{a} vs {b}" for a, b in pairs.select("a", "b").unique(maintain_order=True).iter_rows()]
+c1, c2 = st.columns(2)
+pick = c1.selectbox("Pair", names, key="jd_pair")
+a, b = pick.split(" vs ")
+subsets = pairs.filter((pl.col("a") == a) & (pl.col("b") == b))["subset"].to_list()
+subset = c2.selectbox("Subset", subsets, key="jd_subset")
+row = pairs.filter((pl.col("a") == a) & (pl.col("b") == b) & (pl.col("subset") == subset)).row(0, named=True)
+word = {"unsafe": ["safe", "unsafe"], "refusal": ["not refusal", "refusal"]}[dimension]
+st.plotly_chart(
+    plots.confusion_figure(row["confusion"], word, x_title=b, y_title=a),
+    key="jd_cm",
+    config=common.plot_config("confusion"),
+)
+st.caption("Open the samples behind a cell:")
+cells = st.columns(4)
+for i, (va, vb) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+    count = row["confusion"][va][vb]
+    if cells[i].button(f"{a}: {word[va]} · {b}: {word[vb]} ({count})", key=f"jd_cell_{va}{vb}", disabled=count == 0):
+        ids = analysis.disagreements(v, h, a, b, dimension=dimension, a_value=va, b_value=vb)
+        if subset != "all":
+            split = analysis.coherence_split(v, h).filter(pl.col("subset") == subset)
+            ids = ids.join(split, on="generation_id", how="semi")
+        common.open_samples(ids=",".join(str(i) for i in ids["generation_id"].head(500).to_list()))
+
+st.subheader("Safe because broken")
+st.caption(
+    "Of the answers a judge called safe on safety prompts, the share the coherence evaluator calls "
+    "incoherent: a model can look safe because it stopped working."
+)
+sbb = analysis.safe_because_broken(v)
+if sbb.height:
+    st.dataframe(sbb.with_columns(pl.col("safe_because_broken").round(3)), hide_index=True)
+    by_mit = analysis.safe_because_broken(v, by=("mitigation",))
+    with st.expander("per mitigation"):
+        st.dataframe(by_mit.with_columns(pl.col("safe_because_broken").round(3)), hide_index=True)
+else:
+    st.info("Needs a coherence evaluator and a safety judge on the same answers.")
