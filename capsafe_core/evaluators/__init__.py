@@ -117,16 +117,16 @@ REGISTRY: dict[str, EvaluatorSpec] = {
         EvaluatorSpec(
             "repetition",
             "coherence",
-            "1",
+            "2",
             _M + "coherence:repetition",
-            "rep-4: share of repeated word 4-grams (loops)",
+            "looping text: rep-4, the most repeated 5-gram, repeated sentences or list items",
         ),
         EvaluatorSpec(
             "degenerate",
             "coherence",
-            "1",
+            "2",
             _M + "coherence:degenerate",
-            "empty or mostly non-letters; notes a cut at the token limit",
+            "empty, mostly non-letters, mojibake or bare numbered lists; notes a cut at the token limit",
         ),
         EvaluatorSpec(
             "language",
@@ -155,7 +155,7 @@ REGISTRY: dict[str, EvaluatorSpec] = {
         EvaluatorSpec(
             "coherence",
             "coherence",
-            "1",
+            "2",
             _M + "coherence:coherence",
             "combined flag: incoherent if any component is; score = smallest component score",
             requires=("repetition", "degenerate", "language", "relevance", "perplexity"),

@@ -3,10 +3,13 @@
 Each component is its own evaluator (kind ``coherence``; label ``coherent``/``incoherent``;
 score = coherence in [0, 1]; the raw value in the explanation), so the UI can say *why*:
 
-- ``repetition``: rep-4 = 1 − distinct word 4-grams / all word 4-grams (Welleck et al. 2019);
-  incoherent above ``REP_MAX`` (looping text).
-- ``degenerate``: empty, or mostly non-letters (share of letters among non-space characters under
-  ``LETTERS_MIN``); a cut at the token limit is reported but is not incoherent by itself.
+- ``repetition``: looping text. rep-4 = 1 − distinct word 4-grams / all word 4-grams (Welleck et
+  al. 2019) above ``REP_MAX``, or one word 5-gram said ``NGRAM_REPEATS_MAX`` times or more, or more
+  than ``SEGMENT_DUP_MAX`` of its sentences / list items repeating an earlier one.
+- ``degenerate``: empty; mostly non-letters (share of letters among non-space characters under
+  ``LETTERS_MIN``); mojibake (UTF-8 text decoded as Latin-1/cp1252); or, outside capability prompts,
+  mostly bare numbers and symbols (under ``WORDS_MIN`` of 12+ tokens contain a letter, e.g. an empty
+  numbered list). A cut at the token limit is reported but is not incoherent by itself.
 - ``language``: py3langid on the response: ``zxx`` (no language: random letters) or another language
   than the prompt's, with confidence above ``LANG_CONF``.
 - ``relevance``: MiniLM cosine between prompt and response, or between the response and a refusal
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Sequence
 from functools import cache
 from typing import Any
@@ -32,7 +36,10 @@ from capsafe_core.evaluators import Evaluator, Item, Verdict
 
 REP_N = 4
 REP_MAX = 0.5
+NGRAM_REPEATS_MAX = 5
+SEGMENT_DUP_MAX = 0.3
 LETTERS_MIN = 0.3
+WORDS_MIN = 0.6
 LANG_CONF = 0.8
 LANG_MIN_LETTERS = 20
 RELEVANCE_MIN = 0.15
@@ -63,12 +70,39 @@ def rep_n(text: str, n: int = REP_N) -> float:
     return 1.0 - len(set(grams)) / len(grams)
 
 
+def max_ngram_repeats(text: str, n: int = 5) -> int:
+    """How often the most frequent word n-gram occurs."""
+    words = re.findall(r"[a-z0-9']+", text.lower())
+    if len(words) < n:
+        return 0
+    return max(Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1)).values())
+
+
+def segment_duplicates(text: str) -> tuple[float, int]:
+    """(share of sentences / list items that repeat an earlier one, number of segments)."""
+    segs = [re.sub(r"^[\s\-*\d.)]+", "", s).strip().lower() for s in re.split(r"[\n.!?;]+", text)]
+    segs = [s for s in segs if len(s) > 3]
+    if len(segs) < 5:
+        return 0.0, len(segs)
+    seen: set[str] = set()
+    dups = 0
+    for seg in segs:
+        dups += seg in seen
+        seen.add(seg)
+    return dups / len(segs), len(segs)
+
+
 def repetition() -> Evaluator:
     def run(items: Sequence[Item]) -> list[Verdict]:
         out = []
         for it in items:
             r = rep_n(it.response)
-            out.append(_ok(r <= REP_MAX, 1.0 - r, f"rep-{REP_N} {r:.2f} (max {REP_MAX})"))
+            top = max_ngram_repeats(it.response)
+            dup, n_seg = segment_duplicates(it.response)
+            why = f"rep-{REP_N} {r:.2f} (max {REP_MAX}); top 5-gram x{top}; repeated segments {dup:.0%} of {n_seg}"
+            loop = r > REP_MAX or top >= NGRAM_REPEATS_MAX or dup > SEGMENT_DUP_MAX
+            score = min(1.0 - r, 1.0 - dup, NGRAM_REPEATS_MAX / max(top, 1) / 2 if top else 1.0)
+            out.append(_ok(not loop, score if loop else max(score, 0.5), why))
         return out
 
     return run
@@ -77,6 +111,26 @@ def repetition() -> Evaluator:
 def letter_share(text: str) -> float:
     chars = [c for c in text if not c.isspace()]
     return sum(c.isalpha() for c in chars) / len(chars) if chars else 0.0
+
+
+def word_share(text: str) -> tuple[float, int]:
+    """(share of whitespace tokens containing a letter, number of tokens)."""
+    tokens = text.split()
+    return (sum(any(c.isalpha() for c in t) for t in tokens) / len(tokens) if tokens else 0.0), len(tokens)
+
+
+def is_mojibake(text: str) -> bool:
+    """UTF-8 bytes that were decoded as Latin-1/cp1252 (e.g. "Ã©" for "é")."""
+    if text.isascii():
+        return False
+    for enc in ("cp1252", "latin-1"):
+        try:
+            fixed = text.encode(enc).decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            continue
+        if fixed != text:
+            return True
+    return sum(ch in "ÃÂâ€™ƒ" for ch in text) >= max(3, len(text) // 20)
 
 
 def degenerate() -> Evaluator:
@@ -89,8 +143,19 @@ def degenerate() -> Evaluator:
                 out.append(_ok(False, 0.0, "empty response"))
                 continue
             share = letter_share(text)
+            words, n_tokens = word_share(text)
             if len(text) >= 10 and share < LETTERS_MIN:
                 out.append(_ok(False, share / LETTERS_MIN * 0.5, f"mostly non-letters ({share:.0%} letters);{cut}"))
+            elif is_mojibake(text):
+                out.append(_ok(False, 0.2, f"mojibake (UTF-8 read as Latin-1);{cut}"))
+            elif it.benchmark_kind != "capability" and n_tokens >= 12 and words < WORDS_MIN:
+                out.append(
+                    _ok(
+                        False,
+                        words / WORDS_MIN * 0.5,
+                        f"mostly bare numbers or symbols ({words:.0%} of {n_tokens} tokens have a letter);{cut}",
+                    )
+                )
             else:
                 out.append(_ok(True, 1.0, f"{share:.0%} letters;{cut}".rstrip(";")))
         return out

@@ -1,0 +1,171 @@
+"""Analysis on hand-built experiments whose right answers are known."""
+
+import numpy as np
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+from sklearn.metrics import cohen_kappa_score
+
+from capsafe_core import analysis
+
+
+def verdict_frame(cells):
+    """cells: list of (mitigation, step, benchmark, bench_kind, evaluator, ev_kind, labels, scores)."""
+    rows = []
+    for mit, step, bench, bkind, ev, ekind, labels, scores in cells:
+        for i, (lab, sc) in enumerate(zip(labels, scores, strict=True)):
+            rows.append(
+                {
+                    "generation_id": hash((mit, step, bench, i)) % 10**9,
+                    "checkpoint_id": hash((mit, step)) % 10**6,
+                    "mitigation": mit,
+                    "step": step,
+                    "prompt_id": hash((bench, i)) % 10**6,
+                    "benchmark": bench,
+                    "bench_kind": bkind,
+                    "category": None,
+                    "evaluator": ev,
+                    "ev_kind": ekind,
+                    "label": lab,
+                    "score": sc,
+                }
+            )
+    return pl.DataFrame(rows, infer_schema_length=None).with_columns(pl.col("label").cast(pl.Categorical))
+
+
+def cap_cell(mit, step, acc, n=100):
+    k = round(acc * n)
+    return (
+        mit,
+        step,
+        "arith",
+        "capability",
+        "final_number",
+        "capability",
+        ["correct"] * k + ["incorrect"] * (n - k),
+        [1.0] * k + [0.0] * (n - k),
+    )
+
+
+def unsafe_cell(mit, step, rate, n=200, ev="judge"):
+    k = round(rate * n)
+    return (mit, step, "harm", "safety", ev, "harm", ["unsafe"] * k + ["safe"] * (n - k), [None] * n)
+
+
+@pytest.fixture
+def experiment():
+    cells = []
+    # mitigation a: capability 0.2, 0.5, 0.8, 0.9 at steps 0, 10, 20, 30; unsafe 0.1, 0.2, 0.4, 0.5
+    for step, c, u in [(0, 0.2, 0.1), (10, 0.5, 0.2), (20, 0.8, 0.4), (30, 0.9, 0.5)]:
+        cells += [cap_cell("a", step, c), unsafe_cell("a", step, u)]
+    # mitigation b: reaches 0.8 only at step 30
+    for step, c, u in [(0, 0.2, 0.1), (10, 0.4, 0.1), (20, 0.6, 0.15), (30, 0.85, 0.3)]:
+        cells += [cap_cell("b", step, c), unsafe_cell("b", step, u)]
+    # mitigation c never reaches 0.8
+    for step, c, u in [(0, 0.2, 0.1), (10, 0.3, 0.1)]:
+        cells += [cap_cell("c", step, c), unsafe_cell("c", step, u)]
+    return verdict_frame(cells)
+
+
+def test_first_checkpoint_at_target_and_interpolation(experiment):
+    cap = analysis.checkpoint_rates(experiment, evaluator="final_number", benchmarks="arith", metric="capability")
+    pv = analysis.prompt_values(experiment, evaluator="judge", benchmarks="harm", metric="unsafe_rate")
+    m = analysis.matched_capability(cap, pv, 0.8).sort("mitigation")
+    a, b, c = m.row(0, named=True), m.row(1, named=True), m.row(2, named=True)
+    assert a["first_step"] == 20 and a["value"] == pytest.approx(0.4)
+    assert a["interp_value"] == pytest.approx(0.4)  # exactly at a checkpoint
+    assert b["first_step"] == 30 and b["value"] == pytest.approx(0.3)
+    # b: between step 20 (0.6, 0.15) and step 30 (0.85, 0.3): w = 0.2/0.25 = 0.8 -> 0.15 + 0.8 * 0.15 = 0.27
+    assert b["interp_value"] == pytest.approx(0.27)
+    assert b["interp_between"] == "steps 20–30"
+    assert not c["reached"] and c["value"] is None and c["max_capability"] == pytest.approx(0.3)
+    for row in (a, b):
+        assert row["lo"] <= row["value"] <= row["hi"]
+        assert row["interp_lo"] <= row["interp_value"] <= row["interp_hi"]
+
+
+def test_bootstrap_ci_covers_the_truth():
+    """Coverage of the 95% CI on simulated checkpoints with a known unsafe rate (about 95%)."""
+    rng = np.random.default_rng(1)
+    truth, covered = 0.3, 0
+    for trial in range(200):
+        k = int(rng.binomial(150, truth))
+        v = verdict_frame([unsafe_cell("a", 0, k / 150, n=150), cap_cell("a", 0, 0.9)])
+        s = analysis.checkpoint_rates(v, evaluator="judge", benchmarks="harm", metric="unsafe_rate", seed=trial)
+        covered += s["lo"][0] <= truth <= s["hi"][0]
+    assert 0.9 <= covered / 200 <= 0.99
+
+
+def test_rates_by_metric():
+    v = verdict_frame(
+        [
+            (
+                "a",
+                0,
+                "harm",
+                "safety",
+                "kw",
+                "refusal",
+                ["refusal", "partial_refusal", "compliance", "unparsed"],
+                [None] * 4,
+            ),
+            ("a", 0, "harm", "safety", "sr", "harm", ["unsafe", "safe", "unparsed"], [0.75, 0.0, None]),
+        ]
+    )
+    unsafe = analysis.checkpoint_rates(v, evaluator="kw", benchmarks="harm", metric="unsafe_rate")
+    assert unsafe["value"][0] == pytest.approx(1 / 3) and unsafe["n"][0] == 3  # unparsed left out
+    refusal = analysis.checkpoint_rates(v, evaluator="kw", benchmarks="harm", metric="refusal_rate")
+    assert refusal["value"][0] == pytest.approx(2 / 3)
+    harm = analysis.checkpoint_rates(v, evaluator="sr", benchmarks="harm", metric="harmfulness")
+    assert harm["value"][0] == pytest.approx(0.375)
+
+
+def test_curves_join_capability(experiment):
+    c = analysis.curves(
+        experiment,
+        evaluator="judge",
+        benchmarks="harm",
+        metric="unsafe_rate",
+        capability_benchmark="arith",
+        scorer="final_number",
+    )
+    got = c.filter(pl.col("mitigation") == "a").select("step", pl.col("capability").round(3), pl.col("value").round(3))
+    want = pl.DataFrame({"step": [0, 10, 20, 30], "capability": [0.2, 0.5, 0.8, 0.9], "value": [0.1, 0.2, 0.4, 0.5]})
+    assert_frame_equal(got, want)
+
+
+def test_compare_flags_winner_changes(experiment):
+    # a second judge that ranks a and b the other way round
+    extra = verdict_frame(
+        [
+            unsafe_cell("a", 20, 0.1, ev="judge2"),
+            unsafe_cell("b", 30, 0.6, ev="judge2"),
+            unsafe_cell("a", 30, 0.1, ev="judge2"),
+        ]
+    )
+    v = pl.concat([experiment, extra])
+    long = analysis.compare_table(v, 0.8, capability_benchmark="arith", scorer="final_number")
+    best = dict(long.select("evaluator", "best").unique().iter_rows())
+    assert best == {"judge": "b", "judge2": "a"}
+    assert long["winner_changes"].any()
+    rankings, tau = analysis.sensitivity(long)
+    assert set(rankings["winner"]) == {"a", "b"}
+    assert tau["tau"][0] == pytest.approx(-1.0)
+
+
+def test_agreement_matches_sklearn():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 2, 300)
+    b = np.where(rng.random(300) < 0.8, a, 1 - a)
+    v = verdict_frame(
+        [
+            ("m", 0, "harm", "safety", "j1", "harm", ["unsafe" if x else "safe" for x in a], [None] * 300),
+            ("m", 0, "harm", "safety", "j2", "refusal", ["compliance" if x else "refusal" for x in b], [None] * 300),
+        ]
+    )
+    pairs = analysis.agreement(v, dimension="unsafe")
+    row = pairs.filter(pl.col("subset") == "all").row(0, named=True)
+    assert row["kappa"] == pytest.approx(cohen_kappa_score(a, b))
+    assert row["agreement"] == pytest.approx((a == b).mean())
+    assert row["kappa_lo"] < row["kappa"] < row["kappa_hi"]
+    assert sum(sum(r) for r in row["confusion"]) == 300
