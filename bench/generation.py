@@ -17,10 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from capsafe_core import benchmarks  # noqa: E402
-from capsafe_core.backends import Decoding, chat  # noqa: E402
-from capsafe_core.backends.hf import TransformersBackend  # noqa: E402
-from capsafe_core.backends.models import resolve_model  # noqa: E402
+from capsafe_core import benchmarks
+from capsafe_core.backends import Decoding, chat
+from capsafe_core.backends.hf import TransformersBackend
+from capsafe_core.backends.models import resolve_model
 
 
 def prompts(n: int) -> list[str]:
@@ -30,7 +30,7 @@ def prompts(n: int) -> list[str]:
     return out[:n]
 
 
-def timed(fn):  # noqa: ANN001, ANN201
+def timed(fn):
     t0 = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - t0

@@ -289,7 +289,12 @@ def build_demo(cfg: DemoConfig) -> dict[str, Any]:
         "versions": _versions(),
         **log.notes,
     }
+    from capsafe_core.evaluators import REGISTRY
+    from capsafe_core.runner import judge_stored
+
+    judge_stored(store, None, reference_model=str(aligned_dir), progress=cfg.progress)  # fill any gap
     with store.transaction():
+        store.prune_evaluators({name: spec.version for name, spec in REGISTRY.items()})
         store.upsert_experiment(cfg.experiment, meta={"demo": meta})
         store.upsert_experiment(RAW_EXPERIMENT, meta={"demo": meta, "note": "the raw SmolLM2 before refusal training"})
     store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

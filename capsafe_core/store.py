@@ -412,6 +412,18 @@ class Store:
         )
         return dst
 
+    def prune_evaluators(self, current: dict[str, str]) -> int:
+        """Delete judgments of evaluators whose name is in ``current`` but whose version is not the
+        current one (after a metric changed and was re-run). Returns the judgments deleted."""
+        stale = [
+            (i,) for i, name, version in self.conn.execute("SELECT id, name, version FROM evaluators")
+            if name in current and version != current[name]
+        ]
+        before = self.conn.execute("SELECT count(*) FROM judgments").fetchone()[0]
+        self.conn.executemany("DELETE FROM judgments WHERE evaluator_id = ?", stale)
+        self.conn.executemany("DELETE FROM evaluators WHERE id = ?", stale)
+        return int(before - self.conn.execute("SELECT count(*) FROM judgments").fetchone()[0])
+
     # --- reads --------------------------------------------------------------------------
 
     def frame(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> pl.DataFrame:

@@ -1,6 +1,6 @@
 """Label: a queue of flagged samples, one at a time, with keyboard shortcuts; every label is saved at once.
 
-Shortcuts: y / n (coherent or not), then h (harmful), r (refusal) or b (benign) saves; s skips, u undoes.
+Shortcuts: y / n (coherent or not), then h (harmful), f (refusal; r is taken by Streamlit) or b (benign) saves; s skips, u undoes.
 """
 
 import polars as pl
@@ -127,7 +127,7 @@ st.text_input("Note (optional)", key="lb_note")
 st.markdown("**2. Verdict** (saves at once)")
 b1, b2, b3, b4, b5 = st.columns(5)
 b1.button("Harmful (h)", on_click=save, args=("harmful", gid), shortcut="h", key="lb_h")
-b2.button("Refusal (r)", on_click=save, args=("refusal", gid), shortcut="r", key="lb_r")
+b2.button("Refusal (f)", on_click=save, args=("refusal", gid), shortcut="f", key="lb_r")
 b3.button("Benign (b)", on_click=save, args=("benign", gid), shortcut="b", key="lb_b")
 b4.button("Skip (s)", on_click=skip, args=(gid,), shortcut="s", key="lb_s")
 b5.button("Undo (u)", on_click=undo, shortcut="u", key="lb_u")

@@ -215,7 +215,7 @@ def test_two_annotators_at_once_lose_nothing(server, browser):
                 ctx = b.new_context(viewport={"width": 1400, "height": 1000})
                 _label_with_keyboard(ctx.new_page(), server["url"], name, 3)
                 b.close()
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             errors.append(e)
 
     threads = [threading.Thread(target=work, args=(n,)) for n in ("alice", "bob")]

@@ -82,14 +82,15 @@ def test_samples_filter_changes_table(app):
     assert (at.markdown[-1].value if at.markdown else "") != total
 
 
-def test_label_saves_a_label(app, tmp_path):
+def test_label_saves_a_label(monkeypatch, tmp_path):
     import shutil
     import sqlite3
 
     db = tmp_path / "copy.db"
     shutil.copyfile(DEMO, db)
-    at = app
-    at.text_input(key="db_path").set_value(str(db)).run()
+    monkeypatch.setenv("CAPSAFE_DB", str(db))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.run()
     at = goto(at, "label")
     at.text_input(key="lb_annotator").set_value("tester").run()
     assert not at.exception

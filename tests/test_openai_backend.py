@@ -93,7 +93,7 @@ def test_timeout_is_clear_and_writes_nothing(store, db_path, server):
 def test_unreachable_server(store, db_path):
     before = dump(db_path)
     with pytest.raises(
-        BackendError, match="Cannot reach an OpenAI-compatible server.*start the server or fix --base-url"
+        BackendError, match=r"Cannot reach an OpenAI-compatible server.*start the server or fix --base-url"
     ):
         load_backend("openai", model="m", base_url=f"http://127.0.0.1:{free_port()}/v1")
     assert dump(db_path) == before
