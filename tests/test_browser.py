@@ -113,8 +113,8 @@ def browser():
         b.close()
 
 
-def new_page(browser, requests: list[str] | None = None):
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+def new_page(browser, requests: list[str] | None = None, *, height: int = 1000):
+    ctx = browser.new_context(viewport={"width": 1400, "height": height})
     page = ctx.new_page()
     if requests is not None:
         page.on("request", lambda r: requests.append(r.url))
@@ -133,11 +133,15 @@ def wait_ready(page, timeout: float = 120_000) -> None:
 
 def test_every_page_renders(server, browser):
     SHOTS.mkdir(parents=True, exist_ok=True)
-    ctx, page = new_page(browser)
+    ctx, page = new_page(browser, height=2200)
     for name in PAGES:
         page.goto(f"{server['url']}/{'' if name == 'overview' else name}", wait_until="domcontentloaded")
         wait_ready(page)
         page.wait_for_selector("h1", timeout=60_000)
+        charts = page.locator("[data-testid='stPlotlyChart']")
+        for i in range(charts.count()):
+            charts.nth(i).locator(".main-svg").first.wait_for(timeout=60_000)
+        page.wait_for_timeout(500)
         assert page.locator("[data-testid='stException']").count() == 0, name
         page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
     ctx.close()
@@ -174,7 +178,7 @@ def _label_with_keyboard(page, url: str, annotator: str, n: int) -> None:
     wait_ready(page)
     for _ in range(n):
         page.get_by_text("1. Is the response coherent?").wait_for(timeout=60_000)
-        page.locator("body").click(position={"x": 5, "y": 5})
+        page.locator("h1").first.click()
         page.keyboard.press("n")
         wait_ready(page)
         page.keyboard.press("h")
