@@ -17,8 +17,10 @@ $(VENV)/.light: pyproject.toml | $(BIN)/python
 	touch $@
 
 # everything: CPU torch from the local wheel first (an unpinned torch pulls a CUDA build), then the extras
+# llama.cpp is built for a generic x86-64 CPU: a native build can use instructions a VM does not allow
 $(VENV)/.full: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install -q --no-cache-dir "llama-cpp-python[server]==0.3.36"
 	$(BIN)/pip install -q -e ".[models,demo,importers,test]"
 	touch $@
 

@@ -6,6 +6,7 @@ import contextlib
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 
@@ -22,6 +23,7 @@ def free_port() -> int:
 def llama_cpp_server(model_path: str, *, n_ctx: int = 1024) -> Iterator[str]:
     """Start ``python -m llama_cpp.server`` on a free loopback port; yields its /v1 base URL."""
     port = free_port()
+    log = tempfile.TemporaryFile(mode="w+")  # a pipe nobody reads would fill up and block the server
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -39,7 +41,7 @@ def llama_cpp_server(model_path: str, *, n_ctx: int = 1024) -> Iterator[str]:
             "2",
         ],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
         text=True,
     )
     url = f"http://127.0.0.1:{port}/v1"
@@ -47,7 +49,8 @@ def llama_cpp_server(model_path: str, *, n_ctx: int = 1024) -> Iterator[str]:
         deadline = time.time() + 120
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"llama.cpp server exited: {proc.stderr.read()[-2000:] if proc.stderr else ''}")
+                log.seek(0)
+                raise RuntimeError(f"llama.cpp server exited: {log.read()[-2000:]}")
             try:
                 if httpx.get(f"{url}/models", timeout=2).status_code == 200:
                     break
@@ -63,3 +66,4 @@ def llama_cpp_server(model_path: str, *, n_ctx: int = 1024) -> Iterator[str]:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log.close()

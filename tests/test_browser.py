@@ -72,7 +72,7 @@ def server(tmp_path_factory):
         ],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         cwd=ROOT,
     )
     url = f"http://127.0.0.1:{port}"
@@ -83,7 +83,7 @@ def server(tmp_path_factory):
                 break
         except httpx.TransportError:
             pass
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert proc.poll() is None, "streamlit exited"
         assert time.time() < deadline, "streamlit did not start"
         time.sleep(0.3)
     yield {"url": url, "db": db, "hostile": gid}
