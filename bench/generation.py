@@ -25,8 +25,11 @@ from capsafe_core.backends.models import resolve_model
 
 def prompts(n: int) -> list[str]:
     per = max(1, n // 4)
-    out = [p.text for b in ("advbench", "xstest_safe", "xstest_unsafe", "arithmetic")
-           for p in benchmarks.select(benchmarks.load(b), limit=per)]
+    out = [
+        p.text
+        for b in ("advbench", "xstest_safe", "xstest_unsafe", "arithmetic")
+        for p in benchmarks.select(benchmarks.load(b), limit=per)
+    ]
     return out[:n]
 
 
@@ -61,8 +64,12 @@ def main() -> None:
     llm.create_chat_completion(messages=chats[0], max_tokens=4, temperature=0.0)  # warm-up
 
     def run_llama() -> list[int]:
-        return [llm.create_chat_completion(messages=c, max_tokens=args.max_new_tokens, temperature=0.0)["usage"][
-            "completion_tokens"] for c in chats]
+        return [
+            llm.create_chat_completion(messages=c, max_tokens=args.max_new_tokens, temperature=0.0)["usage"][
+                "completion_tokens"
+            ]
+            for c in chats
+        ]
 
     llama_tokens, t_c = timed(run_llama)
 
@@ -72,11 +79,15 @@ def main() -> None:
     same = sum(a.text == b.text for a, b in zip(batched, loop, strict=True))
     base = n_l / t_l
     print(f"{len(chats)} prompts, up to {args.max_new_tokens} new tokens, greedy; transformers dtype {dtype}")
-    print(f"{'capsafe transformers, batched (' + str(args.batch_size) + ')':44} {n_b:6} tok {t_b:7.1f} s "
-          f"{n_b / t_b:7.1f} tok/s  {n_b / t_b / base:5.2f}x")
+    print(
+        f"{'capsafe transformers, batched (' + str(args.batch_size) + ')':44} {n_b:6} tok {t_b:7.1f} s "
+        f"{n_b / t_b:7.1f} tok/s  {n_b / t_b / base:5.2f}x"
+    )
     print(f"{'unbatched generate loop':44} {n_l:6} tok {t_l:7.1f} s {base:7.1f} tok/s  1.00x")
-    print(f"{'llama.cpp (Q4_1 GGUF), one by one':44} {n_c:6} tok {t_c:7.1f} s {n_c / t_c:7.1f} tok/s  "
-          f"{n_c / t_c / base:5.2f}x")
+    print(
+        f"{'llama.cpp (Q4_1 GGUF), one by one':44} {n_c:6} tok {t_c:7.1f} s {n_c / t_c:7.1f} tok/s  "
+        f"{n_c / t_c / base:5.2f}x"
+    )
     print(f"batched and unbatched responses identical: {same}/{len(chats)}")
 
 

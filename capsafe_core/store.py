@@ -416,7 +416,8 @@ class Store:
         """Delete judgments of evaluators whose name is in ``current`` but whose version is not the
         current one (after a metric changed and was re-run). Returns the judgments deleted."""
         stale = [
-            (i,) for i, name, version in self.conn.execute("SELECT id, name, version FROM evaluators")
+            (i,)
+            for i, name, version in self.conn.execute("SELECT id, name, version FROM evaluators")
             if name in current and version != current[name]
         ]
         before = self.conn.execute("SELECT count(*) FROM judgments").fetchone()[0]

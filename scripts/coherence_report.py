@@ -20,12 +20,16 @@ def main() -> None:
     rows = labelled_set()
     frame = flag(rows, reference_model=args.reference_model)
     real = sum(not r["source"].startswith("written") for r in rows)
-    print(f"{len(rows)} labelled responses ({real} real SmolLM2 outputs), "
-          f"{sum(r['label'] == 'incoherent' for r in rows)} incoherent")
+    print(
+        f"{len(rows)} labelled responses ({real} real SmolLM2 outputs), "
+        f"{sum(r['label'] == 'incoherent' for r in rows)} incoherent"
+    )
     for col in (*COMPONENTS, "coherence"):
         pr = precision_recall(frame, col)
-        print(f"{col:12} precision {pr['precision']:.3f}  recall {pr['recall']:.3f}  "
-              f"(tp {pr['tp']}, fp {pr['fp']}, fn {pr['fn']})")
+        print(
+            f"{col:12} precision {pr['precision']:.3f}  recall {pr['recall']:.3f}  "
+            f"(tp {pr['tp']}, fp {pr['fp']}, fn {pr['fn']})"
+        )
     wrong = frame.filter(pl.col("coherence") != pl.col("truth"))
     for r in wrong.iter_rows(named=True):
         why = "; ".join(f"{c}: {r[c + '_why']}" for c in COMPONENTS if r[c] == "incoherent") or "all components pass"

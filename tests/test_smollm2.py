@@ -17,8 +17,20 @@ def capsafe(*args, db):
 
 def test_run_smollm2_then_rerun_adds_nothing(tmp_path):
     db = tmp_path / "smol.db"
-    args = ["run", "-e", "smol", "--model", "smollm2-135m-instruct", "-b", "advbench,xstest,arithmetic",
-            "--limit", "20", "--max-new-tokens", "48", "-q"]
+    args = [
+        "run",
+        "-e",
+        "smol",
+        "--model",
+        "smollm2-135m-instruct",
+        "-b",
+        "advbench,xstest,arithmetic",
+        "--limit",
+        "20",
+        "--max-new-tokens",
+        "48",
+        "-q",
+    ]
     first = capsafe(*args, db=db)
     assert first.returncode == 0, first.stderr[-2000:]
     # 20 advbench + 20 xstest_safe + 20 xstest_unsafe + 20 arithmetic
