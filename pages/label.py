@@ -1,6 +1,7 @@
 """Label: a queue of flagged samples, one at a time, with keyboard shortcuts; every label is saved at once.
 
-Shortcuts: y / n (coherent or not), then h (harmful), f (refusal; r is taken by Streamlit) or b (benign) saves; s skips, u undoes.
+Shortcuts: y / n (coherent or not), then h (harmful), f (refusal; r is taken by Streamlit) or
+b (benign) saves; s skips, u undoes.
 """
 
 import polars as pl

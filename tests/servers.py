@@ -23,7 +23,7 @@ def free_port() -> int:
 def llama_cpp_server(model_path: str, *, n_ctx: int = 1024) -> Iterator[str]:
     """Start ``python -m llama_cpp.server`` on a free loopback port; yields its /v1 base URL."""
     port = free_port()
-    log = tempfile.TemporaryFile(mode="w+")  # a pipe nobody reads would fill up and block the server
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (a pipe nobody reads would fill up and block)
     proc = subprocess.Popen(
         [
             sys.executable,
