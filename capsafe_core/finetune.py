@@ -24,7 +24,6 @@ normalised texts with every evaluation benchmark and refuses to train otherwise.
 from __future__ import annotations
 
 import copy
-import json
 import random
 import time
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from typing import Any
 
 from capsafe_core import benchmarks
 from capsafe_core.errors import BadInput, unknown_name
+from capsafe_core.jsonl import read_lines
 from capsafe_core.store import Store
 
 Chat = list[dict[str, str]]
@@ -112,13 +112,7 @@ def read_chat_jsonl(path: str | Path) -> list[Chat]:
     if not p.exists():
         raise BadInput(f"No training file {p}; pass a JSONL of chat turns")
     out: list[Chat] = []
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise BadInput(f"{p.name} line {i} is not valid JSON ({e.msg}); fix or remove that line") from None
+    for i, row in read_lines(p.read_text(encoding="utf-8"), p.name):
         if isinstance(row, dict) and "messages" in row:
             msgs = row["messages"]
         elif isinstance(row, dict) and "prompt" in row and "response" in row:

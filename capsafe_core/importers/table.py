@@ -21,6 +21,7 @@ import polars as pl
 from capsafe_core import evaluators, verdicts
 from capsafe_core.errors import BadInput
 from capsafe_core.importers.records import ImportResult, write_records
+from capsafe_core.jsonl import read_lines
 from capsafe_core.store import Store
 
 FIELDS = (
@@ -131,13 +132,7 @@ def _read_jsonl(data: bytes, path: Path) -> pl.DataFrame:
     except Exception:
         pass
     rows = []
-    for i, line in enumerate(data.decode("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise BadInput(f"{path.name} line {i} is not valid JSON ({e.msg}); fix or remove that line") from None
+    for i, obj in read_lines(data.decode("utf-8"), path.name):
         if not isinstance(obj, dict):
             raise BadInput(f"{path.name} line {i} is not a JSON object; each line must be one {{...}} record")
         rows.append({k: (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in obj.items()})
