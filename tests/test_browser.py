@@ -128,6 +128,9 @@ def wait_ready(page, timeout: float = 120_000) -> None:
         "!document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
         timeout=timeout,
     )
+    page.wait_for_function(
+        "() => document.querySelectorAll('[data-testid=\"stSkeleton\"]').length === 0", timeout=timeout
+    )
     page.wait_for_timeout(800)
 
 
