@@ -123,11 +123,13 @@ def new_page(browser, requests: list[str] | None = None, *, height: int = 1000):
 
 def wait_ready(page, timeout: float = 120_000) -> None:
     page.wait_for_selector("[data-testid='stSidebar']", timeout=timeout)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]') || "
-        "!document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
-        timeout=timeout,
-    )
+    idle = """() => { const w = document.querySelector('[data-testid="stStatusWidget"]');
+                      return !w || !(w.innerText.includes('Running') || w.innerText.includes('Stop')); }"""
+    for _ in range(3):  # idle twice in a row, a second apart: the run has finished, not yet started
+        page.wait_for_function(idle, timeout=timeout)
+        page.wait_for_timeout(1000)
+        if page.evaluate(idle):
+            break
     page.wait_for_function(
         "() => document.querySelectorAll('[data-testid=\"stSkeleton\"]').length === 0", timeout=timeout
     )
