@@ -17,8 +17,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import polars as pl
-
 from capsafe_core import benchmarks, evaluators
 from capsafe_core.backends import Backend, Decoding, chat, load_backend
 from capsafe_core.errors import BadInput
@@ -422,11 +420,6 @@ def decoding_from_options(
     return Decoding(
         max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, system_prompt=system_prompt
     )
-
-
-def stored_frame(store: Store, generation_ids: Sequence[int]) -> pl.DataFrame:
-    """The generations of ``generation_ids`` with prompt and benchmark (for reports and tests)."""
-    return store.frame(ITEM_SQL + f" WHERE g.id IN ({','.join('?' * len(generation_ids))})", list(generation_ids))
 
 
 __all__ = ["JudgeResult", "RunResult", "RunSpec", "decoding_from_options", "judge", "judge_stored", "run_checkpoint"]

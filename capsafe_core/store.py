@@ -11,7 +11,6 @@ import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import polars as pl
 import sqlite_utils
 from sqlite_utils.db import Table
 
-from capsafe_core.errors import BadInput, NotADatabase, NotFound, unknown_name
+from capsafe_core.errors import NotADatabase, NotFound, unknown_name
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -497,16 +496,3 @@ class Store:
                       (SELECT count(*) FROM judgments j WHERE j.evaluator_id = v.id) AS judgments, v.config
                FROM evaluators v ORDER BY v.name, v.version"""
         )
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """Row counts of every table, to show that a failed command changed nothing."""
-
-    counts: dict[str, int]
-
-
-def require_columns(frame: pl.DataFrame, columns: Iterable[str], *, what: str) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise BadInput(f"{what} lacks column(s) {', '.join(missing)}; it has: {', '.join(frame.columns)}")
