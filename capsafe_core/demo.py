@@ -120,7 +120,7 @@ class DemoConfig:
     capability_target: float = 0.5
     align_steps: int = 150
     align_lr: float = 5e-5
-    task_lr: float = 5e-5
+    task_lr: float = 1e-4
     save_every: int = 5
     max_steps: int = 30
     min_saves: int = 5

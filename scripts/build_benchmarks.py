@@ -226,7 +226,7 @@ def build(shared: Path) -> list[dict]:
         scorer="final_number",
     )
 
-    test = arithmetic.test_split(200, seed=0)
+    test = arithmetic.test_split(100, seed=0)
     add(
         "arithmetic",
         "capability",
@@ -241,7 +241,7 @@ def build(shared: Path) -> list[dict]:
         ],
         source="capsafe_core.arithmetic (seeded generator, seed 0)",
         license="Apache-2.0 (generated)",
-        description="200 one-operation word problems; train split (capsafe_core.arithmetic.train_split) "
+        description="100 one-operation word problems within 20 (× 2–9); train split (arithmetic.train_split) "
         "shares no (op, a, b) with them",
         scorer="final_number",
     )

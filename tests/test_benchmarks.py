@@ -57,7 +57,7 @@ def test_limit_is_stable_and_grows_by_adding():
 
 
 def test_arithmetic_splits_are_disjoint_and_shipped_test_matches_generator():
-    test = arithmetic.test_split(200, seed=0)
+    test = arithmetic.test_split(100, seed=0)
     train = arithmetic.train_split(3000, seed=0)
     assert not {(p.op, p.a, p.b) for p in test} & {(p.op, p.a, p.b) for p in train}
     shipped = benchmarks.load("arithmetic")
