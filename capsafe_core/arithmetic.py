@@ -2,10 +2,10 @@
 
 One-operation word problems: addition and subtraction within 20 and multiplication of 2–9
 (a first version with results under 100 was too hard: a 135M model plateaued near 0.5 accuracy).
-Each problem is an ``(op, a, b)`` triple dressed in one of several templates. The test split is a seeded sample of triples; the train split never uses a test
-triple (checked in :func:`train_split`), so no test problem is seen in training, whatever the
-wording. The target answer format is ``"a op b = c. The answer is c."``, which the
-``final_number`` scorer reads.
+Each problem is an ``(op, a, b)`` triple dressed in one of several templates. The test split is a
+seeded sample of triples; the train split never uses a test triple (checked in
+:func:`train_split`), so no test problem is seen in training, whatever the wording. The target
+answer format is ``"a op b = c. The answer is c."``, which the ``final_number`` scorer reads.
 """
 
 from __future__ import annotations
