@@ -60,11 +60,14 @@ def rater_values(v: pl.DataFrame, humans: pl.DataFrame | None, *, dimension: str
 
 
 def _kappa_ci(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
+    """Percentile bootstrap of κ over items. For two 0/1 raters, resampling n items with replacement
+    is the same as drawing the 2×2 cell counts from Multinomial(n, observed shares), so each replicate
+    costs O(1) whatever n is."""
     n = len(a)
-    idx = rng.integers(0, n, size=(B, n))
-    aa, bb = a[idx], b[idx]
-    po = (aa == bb).mean(axis=1)
-    pa, pb = aa.mean(axis=1), bb.mean(axis=1)
+    cells = np.array([np.sum((a == i) & (b == j)) for i in (0, 1) for j in (0, 1)], dtype=float)
+    draws = rng.multinomial(n, cells / n, size=B).astype(float) / n  # columns: 00, 01, 10, 11
+    po = draws[:, 0] + draws[:, 3]
+    pa, pb = draws[:, 2] + draws[:, 3], draws[:, 1] + draws[:, 3]
     pe = pa * pb + (1 - pa) * (1 - pb)
     with np.errstate(divide="ignore", invalid="ignore"):
         k = np.where(pe < 1, (po - pe) / (1 - pe), np.nan)
