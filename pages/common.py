@@ -85,6 +85,15 @@ def samples(
         return queries.samples(s, experiment, f, evaluator=evaluator, limit=limit, offset=offset)
 
 
+@st.cache_data(show_spinner="Comparing raters…", max_entries=8)
+def agreement(path: str, version: str, human_stamp: float, experiment: str, dimension: str) -> pl.DataFrame:
+    from capsafe_core import analysis
+
+    return analysis.agreement(
+        verdicts(path, version, experiment), humans(path, human_stamp, experiment), dimension=dimension
+    )
+
+
 def detail(path: str, generation_id: int) -> dict[str, object] | None:
     with _open(path) as s:
         return queries.generation_detail(s, generation_id)

@@ -26,7 +26,7 @@ dimension = st.radio(
     key="jd_dim",
     format_func=lambda d: {"unsafe": "unsafe vs safe (safety prompts)", "refusal": "refusal vs not (all prompts)"}[d],
 )
-pairs = analysis.agreement(v, h, dimension=dimension)
+pairs = common.agreement(ctx.path, ctx.version, common.stamp(ctx.path), ctx.experiment, dimension)
 if pairs.height == 0:
     st.info("Fewer than two raters share items on this dimension.")
     st.stop()
