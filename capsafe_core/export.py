@@ -28,21 +28,9 @@ JOIN benchmarks b ON b.id = p.benchmark_id
 """
 
 
-def _where(store: Store, experiment: str | None, benchmark: str | None) -> tuple[str, list[object]]:
-    clauses: list[str] = []
-    params: list[object] = []
-    if experiment is not None:
-        clauses.append("c.experiment_id = ?")
-        params.append(store.experiment_id(experiment))
-    if benchmark is not None:
-        clauses.append("p.benchmark_id = ?")
-        params.append(store.benchmark_id(benchmark))
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
-
-
 def wide_frame(store: Store, *, experiment: str | None = None, benchmark: str | None = None) -> pl.DataFrame:
     """Every generation (filtered) with its judgments and latest human labels as columns."""
-    where, params = _where(store, experiment, benchmark)
+    where, params = store.scope(experiment=experiment, benchmark=benchmark)
     base = store.frame(BASE_SQL + where + " ORDER BY e.name, c.mitigation, c.step, b.name, p.ext_id, g.sample", params)
     if base.height == 0:
         return base

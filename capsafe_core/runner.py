@@ -378,16 +378,10 @@ def judge_stored(
 ) -> JudgeResult:
     """``capsafe judge``: add evaluators to the generations already stored (per experiment)."""
     plan = evaluators.resolve(names)
-    where, params = [], []
-    if experiment is not None:
-        where.append("c.experiment_id = ?")
-        params.append(store.experiment_id(experiment))
-    if benchmark is not None:
-        where.append("p.benchmark_id = ?")
-        params.append(store.benchmark_id(benchmark))
+    where, params = store.scope(experiment=experiment, benchmark=benchmark)
     frame = store.frame(
         "SELECT g.id, c.experiment_id, c.model_ref FROM generations g JOIN checkpoints c ON c.id = g.checkpoint_id"
-        " JOIN prompts p ON p.id = g.prompt_id" + (" WHERE " + " AND ".join(where) if where else ""),
+        " JOIN prompts p ON p.id = g.prompt_id" + where,
         params,
     )
     total = JudgeResult()

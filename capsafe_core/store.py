@@ -462,6 +462,19 @@ class Store:
             raise unknown_name("benchmark", name, names, hint="list them with: capsafe ls benchmarks")
         return int(row[0])
 
+    def scope(self, *, experiment: str | None = None, benchmark: str | None = None) -> tuple[str, list[object]]:
+        """A ``WHERE`` clause (on aliases ``c`` = checkpoints, ``p`` = prompts) and its parameters that
+        keep one experiment and/or one benchmark; unknown names raise ``NotFound``."""
+        clauses: list[str] = []
+        params: list[object] = []
+        if experiment is not None:
+            clauses.append("c.experiment_id = ?")
+            params.append(self.experiment_id(experiment))
+        if benchmark is not None:
+            clauses.append("p.benchmark_id = ?")
+            params.append(self.benchmark_id(benchmark))
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
     def experiments(self) -> pl.DataFrame:
         return self.frame(
             """SELECT e.id, e.name, e.base_model, e.task, e.capability_metric, e.capability_target,
