@@ -39,3 +39,19 @@ def tiny_model(tmp_path_factory) -> Path:
     from tests.tiny import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def inspect_logs(tmp_path_factory) -> dict[str, Path]:
+    """Real Inspect logs (mockllm): ``arith_eval``, ``arith_json``, ``safety``."""
+    from tests.tool_outputs import make_inspect_logs
+
+    return make_inspect_logs(tmp_path_factory.mktemp("inspect"))
+
+
+@pytest.fixture(scope="session")
+def lm_eval_output(tiny_model, tmp_path_factory) -> Path:
+    """The --output_path folder of a real lm-eval run (tiny model, two tiny tasks, samples logged)."""
+    from tests.tool_outputs import run_lm_eval
+
+    return run_lm_eval(tiny_model, tmp_path_factory.mktemp("lmeval"))

@@ -60,10 +60,11 @@ class ImportResult:
     source: str
     rows: int
     added: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what was left out, and why
 
     def summary(self) -> str:
         parts = ", ".join(f"{v} {k}" for k, v in self.added.items())
-        return f"Imported {self.rows} rows from {self.source}: added {parts}"
+        return "\n".join([f"Imported {self.rows} rows from {self.source}: added {parts}", *self.notes])
 
 
 def conform(frame: pl.DataFrame, schema: dict[str, Any]) -> pl.DataFrame:
@@ -110,7 +111,7 @@ def _validate(gens: pl.DataFrame, *, field_hint: dict[str, str]) -> None:
         )
 
 
-def _resolve_prompts(store: Store, gens: pl.DataFrame, *, benchmark_kind: str) -> pl.DataFrame:
+def _resolve_prompts(store: Store, gens: pl.DataFrame, *, benchmark_kind: str | dict[str, str]) -> pl.DataFrame:
     """Add ``prompt_db_id``: shipped benchmarks match by ext_id or text, others are created."""
     shipped = benchmarks.registry()
     out = []
@@ -135,7 +136,8 @@ def _resolve_prompts(store: Store, gens: pl.DataFrame, *, benchmark_kind: str) -
             part = part.with_columns(pl.Series("ext_id", ext, dtype=pl.Utf8))
         else:
             existing = store.conn.execute("SELECT kind FROM benchmarks WHERE name = ?", (bench,)).fetchone()
-            kind = existing[0] if existing else benchmark_kind
+            new_kind = benchmark_kind if isinstance(benchmark_kind, str) else benchmark_kind.get(bench, "safety")
+            kind = existing[0] if existing else new_kind
             bid = store.upsert_benchmark(bench, kind=kind, source="import")
             part = part.with_columns(pl.col("prompt_key").alias("ext_id"))
             texts = part.filter(pl.col("prompt").is_null())
@@ -163,11 +165,14 @@ def write_records(
     humans: pl.DataFrame | None = None,
     *,
     source: str,
-    benchmark_kind: str = "safety",
+    benchmark_kind: str | dict[str, str] = "safety",
     experiment_fields: dict[str, Any] | None = None,
     field_hint: dict[str, str] | None = None,
 ) -> ImportResult:
-    """Validate and write normalised records in one transaction (see the module docstring)."""
+    """Validate and write normalised records in one transaction (see the module docstring).
+
+    ``benchmark_kind`` is the kind of a benchmark the import creates, or one per benchmark name.
+    """
     gens = conform(gens, GEN_COLUMNS).with_columns(
         pl.col("sample").fill_null(0),
         pl.col("decoding").fill_null("{}"),
