@@ -72,9 +72,12 @@ def _unreadable(path: Path, e: Exception) -> BadInput:
         )
     if not (isinstance(obj, dict) and "eval" in obj):
         return wrong_tool(path.name, "inspect", obj, missing="'eval' spec")
-    first = str(e).splitlines()
-    detail = " ".join(s.strip() for s in first[:3]) if first else type(e).__name__
-    return BadInput(f"{path.name} is not a valid Inspect log ({detail}); write it with a current Inspect version")
+    errors = e.errors() if callable(getattr(e, "errors", None)) else []  # pydantic's ValidationError
+    if errors:
+        detail = f"{'.'.join(str(x) for x in errors[0]['loc'])}: {errors[0]['msg']}"
+    else:
+        detail = (str(e).splitlines() or [type(e).__name__])[0]
+    return BadInput(f"{path.name} is not a valid Inspect log ({detail}); it was damaged or edited: write it again")
 
 
 def _resolve(text: Any, attachments: dict[str, str]) -> Any:

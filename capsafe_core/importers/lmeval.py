@@ -30,6 +30,7 @@ from capsafe_core.importers.common import (
     model_name,
     own_benchmark,
     shipped_benchmarks,
+    sniff,
     wrong_tool,
 )
 from capsafe_core.importers.records import ImportResult, write_records
@@ -62,6 +63,10 @@ def find_runs(path: Path) -> list[Run]:
         files = [p for p in sorted(path.parent.iterdir()) if RESULTS.match(p.name) or SAMPLES.match(p.name)]
         files = [p for p in files if _date(p) == _date(path)]
     else:
+        if path.suffix == ".json":
+            obj = load_json(path, "lm-eval")
+            if sniff(obj) not in (None, "lm-eval"):
+                raise wrong_tool(path.name, "lm-eval", obj, missing="")
         raise BadInput(
             f"{path.name} is not named like lm-eval output (results_<datetime>.json or "
             f"samples_<task>_<datetime>.jsonl); pass the file lm-eval wrote, or its folder"
@@ -78,6 +83,7 @@ def find_runs(path: Path) -> list[Run]:
     no_samples = [r.results for r in out if r.results is not None and not r.samples]
     if no_samples and all(not r.samples for r in out):
         assert no_samples[0] is not None
+        read_results(no_samples[0])  # another tool's file says so first
         raise BadInput(
             f"{no_samples[0].name} has no samples_<task>_<datetime>.jsonl next to it; lm-eval writes them "
             f"with --log_samples: re-run with --log_samples --output_path DIR"
