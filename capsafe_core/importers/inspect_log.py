@@ -72,7 +72,8 @@ def _unreadable(path: Path, e: Exception) -> BadInput:
         )
     if not (isinstance(obj, dict) and "eval" in obj):
         return wrong_tool(path.name, "inspect", obj, missing="'eval' spec")
-    errors = e.errors() if callable(getattr(e, "errors", None)) else []  # pydantic's ValidationError
+    listed = getattr(e, "errors", None)  # pydantic's ValidationError lists what is wrong
+    errors = listed() if callable(listed) else []
     if errors:
         detail = f"{'.'.join(str(x) for x in errors[0]['loc'])}: {errors[0]['msg']}"
     else:
