@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from capsafe_core import verdicts
-from capsafe_core.errors import BadInput
+from capsafe_core.errors import BadInput, CapsafeError
 from capsafe_core.importers.common import (
     CheckpointArgs,
     Rows,
@@ -39,8 +39,12 @@ LETTERS = {"C": ("correct", 1.0), "I": ("incorrect", 0.0), "P": ("correct", 0.5)
 
 def read_log(path: Path) -> Any:
     """An ``EvalLog`` with samples and their core attachments resolved; bad files are ``BadInput``."""
-    from inspect_ai.log import read_eval_log
-
+    try:
+        from inspect_ai.log import read_eval_log
+    except ImportError:
+        raise CapsafeError(
+            "Reading Inspect logs needs the inspect-ai package; install it with: pip install 'capsafe[importers]'"
+        ) from None
     if path.suffix not in (".eval", ".json"):
         raise BadInput(f"{path.name} is not an Inspect log; Inspect writes .eval and .json logs")
     if path.suffix == ".json":
