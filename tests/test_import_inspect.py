@@ -148,6 +148,9 @@ def test_truncated_eval_zip(tmp_path, db_path, filled, inspect_logs):
     cut = tmp_path / "cut.eval"
     cut.write_bytes(inspect_logs["arith_eval"].read_bytes()[:3000])
     assert_rejected(import_cli(db_path, "inspect", str(cut)), r"cut.eval is not a readable .eval log .*truncated")
+    # several logs are one transaction: a bad last one keeps the good first one out too
+    both = import_cli(db_path, "inspect", str(inspect_logs["arith_eval"]), str(cut))
+    assert_rejected(both, r"cut.eval is not a readable .eval log")
     assert dump(db_path) == filled
 
 

@@ -109,6 +109,10 @@ def _broken(tmp_path, name, edit):
             r"noparams.json has no 'parameters' object",
         ),
         (
+            lambda t: _broken(t, "nomodel.json", lambda a: a["parameters"].pop("model")),
+            r"nomodel.json does not name its model; pass --experiment NAME",
+        ),
+        (
             lambda t: _broken(t, "badlabel.json", lambda a: a["jailbreaks"][0].update(jailbroken="maybe")),
             r"Unrecognised harm verdict 'maybe' in column 'jailbroken of behaviour 0'",
         ),
