@@ -186,4 +186,7 @@ def test_non_utf8_and_wrong_suffix(tmp_path, db_path, filled, inspect_logs):
     other = tmp_path / "log.txt"
     other.write_text("x", encoding="utf-8")
     assert_rejected(import_cli(db_path, "inspect", str(other)), r"log.txt is not an Inspect log; Inspect writes .eval")
+    cut = tmp_path / "cut.json"
+    cut.write_bytes(inspect_logs["arith_json"].read_bytes()[:4000])
+    assert_rejected(import_cli(db_path, "inspect", str(cut)), r"cut.json is not valid JSON .*cut short")
     assert dump(db_path) == filled

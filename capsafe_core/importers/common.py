@@ -114,8 +114,8 @@ def load_json(path: Path, expected: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        first = _first_line(text)
-        if sniff(first) is not None:
+        first = _first_line(text)  # JSON Lines of another tool?
+        if sniff(first) not in (None, expected):
             raise wrong_tool(path.name, expected, first, missing="") from None
         raise BadInput(
             f"{path.name} is not valid JSON ({e.msg} at line {e.lineno}); it is not {TOOL_NAMES[expected]}, "

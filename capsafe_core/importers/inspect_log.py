@@ -25,6 +25,7 @@ from capsafe_core.importers.common import (
     check_utf8,
     decoding,
     existing,
+    load_json,
     model_name,
     own_benchmark,
     shipped_benchmarks,
@@ -68,12 +69,7 @@ def _unreadable(path: Path, e: Exception) -> BadInput:
             f"{path.name} is not a readable .eval log ({type(e).__name__}: {why}); "
             f"the zip is truncated or corrupt: copy it again, or convert it with: inspect log convert"
         )
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as j:
-        return BadInput(
-            f"{path.name} is not valid JSON ({j.msg} at line {j.lineno}); the log is truncated: copy it again"
-        )
+    obj = load_json(path, "inspect")  # not JSON at all: says so, or names the tool whose JSON Lines it is
     if not (isinstance(obj, dict) and "eval" in obj):
         return wrong_tool(path.name, "inspect", obj, missing="'eval' spec")
     listed = getattr(e, "errors", None)  # pydantic's ValidationError lists what is wrong
