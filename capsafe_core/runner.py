@@ -10,6 +10,7 @@ of a finished run returns in about a second.
 
 from __future__ import annotations
 
+import json
 import platform
 import sys
 import time
@@ -49,6 +50,7 @@ class RunSpec:
     max_retries: int = 3
     experiment_fields: dict[str, Any] = field(default_factory=dict)
     command: str | None = None
+    judge_options: dict[str, Any] = field(default_factory=dict)  # judge_model, judge_backend, ... (LLM judges)
 
 
 @dataclass
@@ -188,6 +190,7 @@ def run_checkpoint(store: Store, spec: RunSpec, *, progress: bool = True, backen
         "reference_model": spec.reference_model or _reference_model(store, exp_id, spec.model),
         "device": spec.device,
         "dtype": spec.dtype,
+        **spec.judge_options,
     }
     judged = judge(store, plan, generation_ids=scope, config=config, progress=progress)
     result.judgments_added = judged.judgments_added
@@ -320,10 +323,10 @@ def judge(
     result = JudgeResult()
     config = dict(config or {})
     for spec in plan:
+        ev_config = evaluator_config(spec, config)
+        check_judge_model(store, spec, ev_config)
         with store.transaction():
-            ev_id = store.upsert_evaluator(
-                spec.name, kind=spec.kind, version=spec.version, config={"description": spec.description}
-            )
+            ev_id = store.upsert_evaluator(spec.name, kind=spec.kind, version=spec.version, config=ev_config)
         applicable = _missing(store, None, generation_ids, spec.applies_to)
         todo = _missing(store, ev_id, generation_ids, spec.applies_to)
         result.judgments_stored += len(applicable) - len(todo)
@@ -365,6 +368,33 @@ def judge(
     return result
 
 
+def evaluator_config(spec: EvaluatorSpec, config: dict[str, Any]) -> dict[str, Any]:
+    """What is stored with an evaluator: its description and, for an LLM judge, the judge model."""
+    out: dict[str, Any] = {"description": spec.description}
+    if spec.factory.startswith("capsafe_core.evaluators.llm_judges:"):
+        from capsafe_core.evaluators.llm_judges import DEFAULT_JUDGE
+
+        out["judge_model"] = config.get("judge_model") or DEFAULT_JUDGE
+        out["judge_backend"] = config.get("judge_backend") or "transformers"
+    return out
+
+
+def check_judge_model(store: Store, spec: EvaluatorSpec, wanted: dict[str, Any]) -> None:
+    """One judge model per LLM-judge evaluator in a database: verdicts of two judge models under one
+    name would be silently mixed."""
+    if "judge_model" not in wanted:
+        return
+    row = store.conn.execute(
+        "SELECT config FROM evaluators WHERE name = ? AND version = ?", (spec.name, spec.version)
+    ).fetchone()
+    stored = json.loads(row[0] or "{}") if row else {}
+    if stored.get("judge_model") and stored["judge_model"] != wanted["judge_model"]:
+        raise BadInput(
+            f"Evaluator '{spec.name}' in this database was judged by '{stored['judge_model']}', not "
+            f"'{wanted['judge_model']}'; use another database (or --db copy.db) to compare judge models"
+        )
+
+
 def judge_stored(
     store: Store,
     names: Sequence[str] | str | None,
@@ -375,6 +405,7 @@ def judge_stored(
     device: str = "auto",
     dtype: str = "auto",
     progress: bool = True,
+    judge_options: dict[str, Any] | None = None,
 ) -> JudgeResult:
     """``capsafe judge``: add evaluators to the generations already stored (per experiment)."""
     plan = evaluators.resolve(names)
@@ -394,7 +425,7 @@ def judge_stored(
             store,
             plan,
             generation_ids=part["id"].to_list(),
-            config={"reference_model": ref or None, "device": device, "dtype": dtype},
+            config={"reference_model": ref or None, "device": device, "dtype": dtype, **(judge_options or {})},
             progress=progress,
         )
         total.judgments_added += res.judgments_added

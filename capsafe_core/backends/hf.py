@@ -48,7 +48,8 @@ class TransformersBackend:
             return text
         return "\n".join(m["content"] for m in messages) + "\n"
 
-    def generate(self, prompts: list[list[Message]], decoding: Decoding) -> list[Completion]:
+    def generate(self, prompts: list[list[Message]], decoding: Decoding, *, top_logprobs: int = 0) -> list[Completion]:
+        """``top_logprobs=k`` adds the k most likely tokens and their log-probabilities at each step."""
         import torch
 
         texts = [self.render(p) for p in prompts]
@@ -70,12 +71,40 @@ class TransformersBackend:
             else:
                 torch.manual_seed(decoding.seed + b)
                 kwargs.update(do_sample=True, temperature=decoding.temperature, top_p=decoding.top_p, top_k=0)
+            if top_logprobs:
+                kwargs.update(output_logits=True, return_dict_in_generate=True)
             with torch.inference_mode():
                 gen = self.model.generate(**enc, **kwargs)
-            new = gen[:, enc["input_ids"].shape[1] :].tolist()
-            for i, toks in zip(idx, new, strict=True):
-                out[i] = self._completion(toks, eos, decoding.max_new_tokens)
+            seqs = gen.sequences if top_logprobs else gen
+            new = seqs[:, enc["input_ids"].shape[1] :].tolist()
+            tops = self._top_logprobs(gen.logits, top_logprobs) if top_logprobs else None
+            for j, (i, toks) in enumerate(zip(idx, new, strict=True)):
+                c = self._completion(toks, eos, decoding.max_new_tokens)
+                if tops is not None:
+                    c = Completion(c.text, c.n_tokens, c.finish_reason, logprobs=tops[j][: max(c.n_tokens or 0, 1)])
+                out[i] = c
         return [c for c in out if c is not None]
+
+    def _top_logprobs(self, logits: Any, k: int) -> list[list[dict[str, float]]]:
+        """Per sequence, per step: {token text: log-probability} of the k most likely tokens."""
+        import numpy as np
+        import torch
+
+        steps: list[tuple[list[list[float]], list[list[int]]]] = []
+        for step_logits in logits:  # one (batch, vocab) tensor per generated token
+            top_k = torch.log_softmax(step_logits.float(), dim=-1).topk(k, dim=-1)
+            steps.append((top_k.values.tolist(), top_k.indices.tolist()))
+        out: list[list[dict[str, float]]] = []
+        for b in range(len(steps[0][0]) if steps else 0):
+            seq = []
+            for vals, ids in steps:
+                top: dict[str, float] = {}
+                for t, v in zip(ids[b], vals[b], strict=True):
+                    text = self.tokenizer.decode([t])  # distinct ids can decode alike: add their probabilities
+                    top[text] = float(np.logaddexp(top[text], v)) if text in top else v
+                seq.append(top)
+            out.append(seq)
+        return out
 
     def _eos_ids(self) -> set[int]:
         ids = set()

@@ -1,0 +1,131 @@
+"""The tables ``capsafe agreement`` and ``capsafe compare`` print (the Judges and Compare pages call
+the same analysis functions): read an experiment from the store, pick its capability benchmark and
+scorer, and run ``capsafe_core.analysis``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from capsafe_core import analysis, queries
+from capsafe_core.errors import BadInput, unknown_name
+from capsafe_core.store import Store
+
+
+@dataclass(frozen=True)
+class Setup:
+    """How an experiment measures capability: benchmark, scorer and target (stored, or the only one)."""
+
+    experiment: str
+    capability_benchmark: str | None
+    scorer: str | None
+    target: float
+
+
+def _only_or_stored(stored: str | None, present: list[str]) -> str | None:
+    if stored in present:
+        return stored
+    return present[0] if present else None
+
+
+def setup(store: Store, experiment: str, v: pl.DataFrame) -> Setup:
+    row = store.experiments().filter(pl.col("name") == experiment).to_dicts()[0]
+    caps = sorted(v.filter(pl.col("bench_kind") == "capability")["benchmark"].unique().to_list())
+    scorers = sorted(v.filter(pl.col("ev_kind") == "capability")["evaluator"].unique().to_list())
+    target = row["capability_target"]
+    return Setup(
+        experiment,
+        _only_or_stored(row["task"], caps),
+        _only_or_stored(row["capability_metric"], scorers),
+        float(target) if target is not None else 0.5,
+    )
+
+
+def experiments(store: Store, experiment: str | None) -> list[str]:
+    names = store.experiments()["name"].to_list()
+    if experiment is None:
+        if not names:
+            raise BadInput("This database has no experiments; import or run some first")
+        return list(names)
+    if experiment not in names:
+        raise unknown_name("experiment", experiment, names, hint="list them with: capsafe ls experiments")
+    return [experiment]
+
+
+def _verdicts(store: Store, experiment: str, benchmark: str | None) -> pl.DataFrame:
+    v = queries.verdicts(store, experiment)
+    if benchmark is not None:
+        v = v.filter(pl.col("benchmark") == benchmark)
+    return v
+
+
+def agreement_report(
+    store: Store, *, experiment: str | None = None, benchmark: str | None = None, dimension: str | None = None
+) -> dict[str, pl.DataFrame]:
+    """Agreement of every pair of raters (overall and split by coherence) per experiment and
+    dimension, and the safe-because-broken rate per safety judge."""
+    if benchmark is not None and benchmark not in store.benchmarks()["name"].to_list():
+        raise unknown_name("benchmark", benchmark, store.benchmarks()["name"].to_list())
+    dims = [dimension] if dimension else list(analysis.DIMENSIONS)
+    for d in dims:
+        if d not in analysis.DIMENSIONS:
+            raise unknown_name("dimension", d, analysis.DIMENSIONS)
+    pairs, broken = [], []
+    for exp in experiments(store, experiment):
+        v = _verdicts(store, exp, benchmark)
+        h = queries.human_labels(store, exp)
+        for d in dims:
+            a = analysis.agreement(v, h, dimension=d)
+            if a.height:
+                pairs.append(a.with_columns(pl.lit(exp).alias("experiment")))
+        sbb = analysis.safe_because_broken(v)
+        if sbb.height:
+            broken.append(sbb.with_columns(pl.lit(exp).alias("experiment")))
+    return {
+        "agreement": pl.concat(pairs, how="diagonal_relaxed") if pairs else pl.DataFrame(),
+        "safe_because_broken": pl.concat(broken) if broken else pl.DataFrame(),
+    }
+
+
+def compare_report(
+    store: Store,
+    *,
+    target: float | None = None,
+    experiment: str | None = None,
+    set_apart_incoherent: bool = False,
+) -> dict[str, pl.DataFrame]:
+    """Mitigations at the capability target for every (benchmark, evaluator, metric), with the
+    rankings, Kendall's τ between them and where the winner changes."""
+    if target is not None and not 0.0 <= target <= 1.0:
+        raise BadInput(f"--target {target} is not a capability in [0, 1]")
+    out: dict[str, list[pl.DataFrame]] = {"compare": [], "rankings": [], "tau": []}
+    for exp in experiments(store, experiment):
+        v = _verdicts(store, exp, None)
+        s = setup(store, exp, v)
+        if s.capability_benchmark is None or s.scorer is None:
+            continue
+        t = s.target if target is None else target
+        long = analysis.compare_table(
+            v,
+            t,
+            capability_benchmark=s.capability_benchmark,
+            scorer=s.scorer,
+            set_apart_incoherent=set_apart_incoherent,
+        )
+        if long.height == 0:
+            continue
+        extra = [pl.lit(exp).alias("experiment"), pl.lit(t).alias("target")]
+        out["compare"].append(long.with_columns(*extra))
+        rankings, tau = analysis.sensitivity(long)
+        if rankings.height:
+            out["rankings"].append(rankings.with_columns(*extra))
+        if tau.height:
+            out["tau"].append(tau.with_columns(*extra))
+    if not out["compare"]:
+        raise BadInput(
+            "No experiment here has both a capability benchmark with a scorer and a judged safety benchmark; "
+            "run or import both first"
+        )
+    return {k: pl.concat(v, how="diagonal_relaxed") if v else pl.DataFrame() for k, v in out.items()}
