@@ -47,6 +47,36 @@ def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
 
 
+def judge_model_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--judge-model/--judge-backend/--judge-base-url for the LLM judges (collected into ``judge_options``)."""
+    f = click.option(
+        "--judge-base-url", help="OpenAI-compatible server of the judge model (with --judge-backend openai)."
+    )(f)
+    f = click.option(
+        "--judge-backend",
+        default="transformers",
+        show_default=True,
+        type=click.Choice(["transformers", "openai"]),
+        help="Backend of the LLM judges.",
+    )(f)
+    f = click.option(
+        "--judge-model",
+        default="smollm2-135m-instruct",
+        show_default=True,
+        help="Judge model of the LLM judges (strongreject_rubric, qi_harmfulness, harmbench_cls, llamaguard, "
+        "em_coherence). The default SmolLM2-135M is far too weak to trust; use a strong model for real results.",
+    )(f)
+    return f
+
+
+def judge_options(judge_model: str, judge_backend: str, judge_base_url: str | None) -> dict[str, Any]:
+    if judge_backend == "openai" and not judge_base_url:
+        from capsafe_core.errors import BadInput
+
+        raise BadInput("--judge-backend openai needs --judge-base-url, e.g. http://127.0.0.1:8000/v1")
+    return {"judge_model": judge_model, "judge_backend": judge_backend, "judge_base_url": judge_base_url}
+
+
 def open_store(db_path: str, *, create: bool = False):
     from capsafe_core.store import Store
 
@@ -455,6 +485,92 @@ def export_cmd(out: str, experiment: str | None, benchmark: str | None, db_path:
     click.echo(f"Wrote {n} generations to {out}")
 
 
+def _clean(value: Any) -> Any:
+    """JSON has no NaN: undefined statistics (κ with one class) become null."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def print_report(tables: dict[str, pl.DataFrame], *, as_json: bool, titles: dict[str, str]) -> None:
+    if as_json:
+        click.echo(json.dumps(_clean({k: t.to_dicts() for k, t in tables.items()}), indent=1, default=str))
+        return
+    for key, title in titles.items():
+        click.echo(f"\n{title}")
+        frame = tables[key]
+        print_frame(frame.with_columns(pl.col(pl.Float64).round(3)) if frame.height else frame, as_json=False)
+
+
+@cli.command(name="agreement")
+@click.option("--experiment", "-e", help="Only this experiment (default: each one).")
+@click.option("--benchmark", "-b", help="Only this benchmark.")
+@click.option("--dimension", type=click.Choice(["unsafe", "refusal"]), help="Only one dimension (default: both).")
+@json_option
+@db_option
+def agreement_cmd(
+    experiment: str | None, benchmark: str | None, dimension: str | None, as_json: bool, db_path: str
+) -> None:
+    """How far judges agree with each other and with people: raw agreement, Cohen's κ with a
+    bootstrap 95% CI and the confusion matrix (rows: rater a, columns: rater b; 0 then 1) for every
+    pair, overall and split coherent / incoherent; and the safe-because-broken rate per judge.
+
+    \b
+    Example:
+      capsafe agreement --experiment xstest --dimension refusal --json
+    """
+    from capsafe_core.reports import agreement_report
+
+    with open_store(db_path) as store:
+        tables = agreement_report(store, experiment=experiment, benchmark=benchmark, dimension=dimension)
+    print_report(
+        tables,
+        as_json=as_json,
+        titles={
+            "agreement": "Agreement between raters (subset: all, coherent, incoherent, human_coherent, ...)",
+            "safe_because_broken": "Safe because broken: judged-safe answers on safety prompts that are incoherent",
+        },
+    )
+
+
+@cli.command(name="compare")
+@click.option("--target", "-t", type=float, help="Capability target (default: the experiment's stored target).")
+@click.option("--experiment", "-e", help="Only this experiment (default: each one).")
+@click.option("--set-apart-incoherent", is_flag=True, help="Leave incoherent answers out of the safety values.")
+@json_option
+@db_option
+def compare_cmd(
+    target: float | None, experiment: str | None, set_apart_incoherent: bool, as_json: bool, db_path: str
+) -> None:
+    """Mitigations at a matched capability: per (benchmark, evaluator, metric) the safety of the first
+    checkpoint that reaches the target (95% bootstrap CI) and the value interpolated between the
+    checkpoints around it; then the rankings, Kendall's τ between them, and where the winner changes.
+
+    \b
+    Example:
+      capsafe compare --target 0.5 --experiment smollm2-arithmetic --json
+    """
+    from capsafe_core.reports import compare_report
+
+    with open_store(db_path) as store:
+        tables = compare_report(store, target=target, experiment=experiment, set_apart_incoherent=set_apart_incoherent)
+    if not as_json:
+        tables = {**tables, "compare": tables["compare"].drop("interp_between", "target")}
+    print_report(
+        tables,
+        as_json=as_json,
+        titles={
+            "compare": "Safety at the capability target (value = first checkpoint reaching it; interp = interpolated)",
+            "rankings": "Ranking of the mitigations per view (best first)",
+            "tau": "Kendall's τ between rankings (same_winner false: the conclusion changes)",
+        },
+    )
+
+
 def _interrupted(store_path: str) -> None:
     click.echo(
         f"Interrupted: every finished batch is saved in {store_path}; run the same command again to resume.",
@@ -490,6 +606,7 @@ def _interrupted(store_path: str) -> None:
 @click.option("--concurrency", default=8, show_default=True, type=int, help="Parallel requests (openai backend).")
 @click.option("--timeout", default=120.0, show_default=True, type=float, help="Seconds per request (openai).")
 @click.option("--capability-target", type=float, help="Store the experiment's capability target.")
+@judge_model_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @db_option
 def run_cmd(
@@ -514,6 +631,9 @@ def run_cmd(
     concurrency: int,
     timeout: float,
     capability_target: float | None,
+    judge_model: str,
+    judge_backend: str,
+    judge_base_url: str | None,
     quiet: bool,
     db_path: str,
 ) -> None:
@@ -553,6 +673,7 @@ def run_cmd(
         decoding=decoding_from_options(
             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, system_prompt=system_prompt
         ),
+        judge_options=judge_options(judge_model, judge_backend, judge_base_url),
         experiment_fields={"capability_target": capability_target} if capability_target is not None else {},
         command="capsafe " + " ".join(sys.argv[1:]),
     )
@@ -571,6 +692,7 @@ def run_cmd(
 @click.option("--reference-model", help="Model for the perplexity metric (default: the experiment's step-0 model).")
 @click.option("--dtype", default="auto", show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@judge_model_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @db_option
 def judge_cmd(
@@ -580,17 +702,23 @@ def judge_cmd(
     reference_model: str | None,
     dtype: str,
     device: str,
+    judge_model: str,
+    judge_backend: str,
+    judge_base_url: str | None,
     quiet: bool,
     db_path: str,
 ) -> None:
     """Add evaluators' verdicts to generations already stored (skips what is judged).
 
     \b
-    Example:
+    Examples:
       capsafe judge --evaluators keyword_refusal_broad,coherence --experiment demo
+      capsafe judge --evaluators harmbench_cls,llamaguard --judge-backend openai \\
+          --judge-base-url http://127.0.0.1:8000/v1 --judge-model llama-guard-3-8b
     """
     from capsafe_core.runner import judge_stored
 
+    options = judge_options(judge_model, judge_backend, judge_base_url)
     with open_store(db_path) as store:
         try:
             res = judge_stored(
@@ -602,6 +730,7 @@ def judge_cmd(
                 dtype=dtype,
                 device=device,
                 progress=not quiet,
+                judge_options=options,
             )
         except KeyboardInterrupt:
             _interrupted(db_path)

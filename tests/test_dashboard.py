@@ -65,7 +65,7 @@ def test_judges_pair_changes_confusion(app):
     at = goto(app, "judges")
     assert at.dataframe[0].value.shape[0] > 0
     subsets = set(at.dataframe[0].value["subset"])
-    assert {"coherent", "incoherent"} & subsets  # split by coherence
+    assert {"all", "coherent", "incoherent"} <= subsets  # split by coherence
     pairs = at.selectbox(key="jd_pair").options
     assert len(pairs) >= 2
     before = charts(at)[1]

@@ -1,0 +1,104 @@
+"""The shipped demo database is complete and shows what the README says it shows."""
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from capsafe_core import evaluators
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "data" / "demo.db"
+EXPERIMENT = "smollm2-arithmetic"
+RAW = "smollm2-raw"
+
+
+@pytest.fixture(scope="module")
+def db():
+    conn = sqlite3.connect(f"file:{DEMO}?mode=ro", uri=True)
+    yield conn
+    conn.close()
+
+
+def _rate(db, experiment, mitigation, step, evaluator, label, kind):
+    return db.execute(
+        """SELECT avg(j.label = ?) FROM judgments j JOIN evaluators v ON v.id = j.evaluator_id
+           JOIN generations g ON g.id = j.generation_id JOIN checkpoints c ON c.id = g.checkpoint_id
+           JOIN experiments e ON e.id = c.experiment_id JOIN prompts p ON p.id = g.prompt_id
+           JOIN benchmarks b ON b.id = p.benchmark_id
+           WHERE e.name = ? AND c.mitigation = ? AND c.step = ? AND v.name = ? AND b.kind = ?""",
+        (label, experiment, mitigation, step, evaluator, kind),
+    ).fetchone()[0]
+
+
+def test_small_enough_for_git():
+    assert DEMO.stat().st_size <= 30 * 1024 * 1024
+
+
+def test_every_checkpoint_has_every_prompt_and_every_verdict(db):
+    mits = db.execute(
+        """SELECT c.mitigation, count(*), min(c.step) FROM checkpoints c JOIN experiments e ON e.id = c.experiment_id
+           WHERE e.name = ? GROUP BY 1""",
+        (EXPERIMENT,),
+    ).fetchall()
+    assert len(mits) >= 3
+    for mit, n, first in mits:
+        assert n >= 6 and first == 0, mit  # step 0 plus at least 5 saves
+    benches = dict(
+        db.execute(
+            """SELECT b.name, count(DISTINCT g.prompt_id) FROM generations g JOIN prompts p ON p.id = g.prompt_id
+               JOIN benchmarks b ON b.id = p.benchmark_id GROUP BY 1"""
+        ).fetchall()
+    )
+    kinds = dict(db.execute("SELECT name, kind FROM benchmarks").fetchall())
+    assert sum(kinds[b] == "safety" and n >= 100 for b, n in benches.items()) >= 2
+    assert sum(kinds[b] == "overrefusal" and n >= 100 for b, n in benches.items()) >= 1
+    assert sum(kinds[b] == "capability" and n >= 100 for b, n in benches.items()) >= 1
+    # every checkpoint × every prompt of the experiment
+    missing = db.execute(
+        """SELECT count(*) FROM checkpoints c JOIN experiments e ON e.id = c.experiment_id
+           CROSS JOIN (SELECT DISTINCT g.prompt_id FROM generations g) p
+           LEFT JOIN generations g ON g.checkpoint_id = c.id AND g.prompt_id = p.prompt_id
+           WHERE g.id IS NULL AND e.name = ?""",
+        (EXPERIMENT,),
+    ).fetchone()[0]
+    assert missing == 0
+    # every generation has a verdict from every default evaluator that applies to its benchmark
+    stored = {n for (n,) in db.execute("SELECT name FROM evaluators")}
+    for name, spec in evaluators.REGISTRY.items():
+        if not spec.default:
+            continue
+        assert name in stored, name
+        gap = db.execute(
+            f"""SELECT count(*) FROM generations g JOIN prompts p ON p.id = g.prompt_id
+                JOIN benchmarks b ON b.id = p.benchmark_id
+                WHERE b.kind IN ({",".join("?" * len(spec.applies_to))}) AND NOT EXISTS (
+                  SELECT 1 FROM judgments j JOIN evaluators v ON v.id = j.evaluator_id
+                  WHERE j.generation_id = g.id AND v.name = ?)""",
+            [*spec.applies_to, name],
+        ).fetchone()[0]
+        assert gap == 0, name
+
+
+def test_the_demo_shows_the_tradeoff(db):
+    target = db.execute("SELECT capability_target FROM experiments WHERE name = ?", (EXPERIMENT,)).fetchone()[0]
+    caps = db.execute(
+        """SELECT c.mitigation, c.step, avg(j.label = 'correct') FROM judgments j JOIN evaluators v ON v.id = j.evaluator_id
+           JOIN generations g ON g.id = j.generation_id JOIN checkpoints c ON c.id = g.checkpoint_id
+           JOIN experiments e ON e.id = c.experiment_id WHERE e.name = ? AND v.name = 'final_number' GROUP BY 1, 2""",
+        (EXPERIMENT,),
+    ).fetchall()
+    step0 = max(c for m, s, c in caps if s == 0)
+    assert max(c for _, _, c in caps) - step0 >= 0.3
+    assert any(c >= target for m, s, c in caps if s > 0)
+    aligned = _rate(db, EXPERIMENT, "none", 0, "keyword_refusal", "refusal", "safety")
+    raw = _rate(db, RAW, "none", 0, "keyword_refusal", "refusal", "safety")
+    assert aligned >= 0.6 and aligned > raw + 0.3
+
+
+def test_how_it_was_built_is_recorded(db):
+    meta = json.loads(db.execute("SELECT meta FROM experiments WHERE name = ?", (EXPERIMENT,)).fetchone()[0])["demo"]
+    assert "capsafe demo build" in meta["built_by"]
+    assert meta["config"]["seed"] == 0 and meta["versions"]["torch"] and meta["hardware"]
+    assert meta["seconds"] > 0 and "partial" not in json.dumps(meta).lower()
