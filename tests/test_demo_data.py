@@ -84,8 +84,9 @@ def test_every_checkpoint_has_every_prompt_and_every_verdict(db):
 def test_the_demo_shows_the_tradeoff(db):
     target = db.execute("SELECT capability_target FROM experiments WHERE name = ?", (EXPERIMENT,)).fetchone()[0]
     caps = db.execute(
-        """SELECT c.mitigation, c.step, avg(j.label = 'correct') FROM judgments j JOIN evaluators v ON v.id = j.evaluator_id
-           JOIN generations g ON g.id = j.generation_id JOIN checkpoints c ON c.id = g.checkpoint_id
+        """SELECT c.mitigation, c.step, avg(j.label = 'correct') FROM judgments j
+           JOIN evaluators v ON v.id = j.evaluator_id JOIN generations g ON g.id = j.generation_id
+           JOIN checkpoints c ON c.id = g.checkpoint_id
            JOIN experiments e ON e.id = c.experiment_id WHERE e.name = ? AND v.name = 'final_number' GROUP BY 1, 2""",
         (EXPERIMENT,),
     ).fetchall()
