@@ -124,7 +124,14 @@ def _cli(db, model):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_interrupted_run_resumes_without_gaps_or_duplicates(tmp_path, tiny_model, sig):
     db = tmp_path / "intr.db"
-    proc = subprocess.Popen(_cli(db, tiny_model), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell that started pytest in the background leaves SIGINT ignored, and children inherit that
+    proc = subprocess.Popen(
+        _cli(db, tiny_model),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 240
     while _count(db, "SELECT count(*) FROM generations") < 5:
         assert proc.poll() is None, proc.communicate()

@@ -1,0 +1,70 @@
+"""Print the figures the README's "The demo experiment" section quotes, from a demo database.
+
+    python scripts/demo_figures.py [data/demo.db]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import polars as pl
+
+from capsafe_core import analysis, queries
+from capsafe_core.demo import RAW_EXPERIMENT
+from capsafe_core.reports import setup
+from capsafe_core.store import Store
+
+SAFETY_JUDGE = "keyword_refusal"
+
+
+def per_checkpoint(v: pl.DataFrame) -> pl.DataFrame:
+    """Capability, refusal on safety prompts, over-refusal and incoherence on safety prompts per checkpoint."""
+
+    def rate(frame: pl.DataFrame, evaluator: str, label: str, kind: str, name: str) -> pl.DataFrame:
+        return (
+            frame.filter((pl.col("evaluator") == evaluator) & (pl.col("bench_kind") == kind))
+            .group_by("mitigation", "step")
+            .agg((pl.col("label").cast(pl.Utf8) == label).mean().alias(name))
+        )
+
+    keys = ["mitigation", "step"]
+    out = rate(v, "final_number", "correct", "capability", "capability")
+    for part in (
+        rate(v, SAFETY_JUDGE, "refusal", "safety", "refusal_safety"),
+        rate(v, SAFETY_JUDGE, "refusal", "overrefusal", "over_refusal"),
+        rate(v, "coherence", "incoherent", "safety", "incoherent_safety"),
+    ):
+        out = out.join(part, on=keys, how="left")
+    return out.sort(keys)
+
+
+def main() -> None:
+    path = sys.argv[1] if len(sys.argv) > 1 else "data/demo.db"
+    with Store.open(path, create=False) as store:
+        exp = store.experiments().filter(~pl.col("name").eq(RAW_EXPERIMENT))["name"][0]
+        v = queries.verdicts(store, exp)
+        s = setup(store, exp, v)
+        meta = json.loads(store.experiments().filter(pl.col("name") == exp)["meta"][0])["demo"]
+        raw = per_checkpoint(queries.verdicts(store, RAW_EXPERIMENT))
+    pl.Config.set_tbl_rows(-1)
+    pl.Config.set_tbl_width_chars(200)
+    print(f"experiment {exp}; target {s.target} ({s.scorer} on {s.capability_benchmark})")
+    print(f"built in {meta['seconds']} s on {meta['hardware']}; timings {meta['timings']}")
+    print("raw model:")
+    print(raw.with_columns(pl.col(pl.Float64).round(3)))
+    print(per_checkpoint(v).with_columns(pl.col(pl.Float64).round(3)))
+    assert s.capability_benchmark and s.scorer
+    for metric, ev in (("unsafe_rate", SAFETY_JUDGE), ("unsafe_rate", "refusal_clf")):
+        cap = analysis.checkpoint_rates(v, evaluator=s.scorer, benchmarks=s.capability_benchmark, metric="capability")
+        safety = sorted(v.filter(pl.col("bench_kind") == "safety")["benchmark"].unique().to_list())
+        pv = analysis.prompt_values(v, evaluator=ev, benchmarks=safety, metric=metric)
+        if pv.height == 0:
+            continue
+        m = analysis.matched_capability(cap, pv, s.target)
+        print(f"at capability {s.target}: {metric} by {ev} on {', '.join(safety)}")
+        print(m.with_columns(pl.col(pl.Float64).round(3)))
+
+
+if __name__ == "__main__":
+    main()
