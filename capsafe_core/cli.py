@@ -559,7 +559,24 @@ def compare_cmd(
     with open_store(db_path) as store:
         tables = compare_report(store, target=target, experiment=experiment, set_apart_incoherent=set_apart_incoherent)
     if not as_json:
-        tables = {**tables, "compare": tables["compare"].drop("interp_between", "target")}
+        c = tables["compare"]
+        ci = pl.format("{} [{}, {}]", c["value"].round(3), c["lo"].round(3), c["hi"].round(3))
+        compact = c.select(
+            "experiment",
+            "benchmark",
+            "evaluator",
+            "metric",
+            "mitigation",
+            pl.when(pl.col("reached"))
+            .then(pl.format("step {}", "first_step"))
+            .otherwise(pl.lit("not reached"))
+            .alias("at"),
+            pl.when(pl.col("reached")).then(ci).otherwise(pl.lit("")).alias("value [95% CI]"),
+            pl.col("interp_value").round(3).alias("interpolated"),
+            "best",
+            "winner_changes",
+        )
+        tables = {**tables, "compare": compact, "tau": tables["tau"].drop("target", strict=False)}
     print_report(
         tables,
         as_json=as_json,
