@@ -877,7 +877,7 @@ def demo_group() -> None:
 def demo_build_cmd(out: str, work_dir: str, quick: bool, quiet: bool) -> None:
     """Build the demo: align SmolLM2, fine-tune under 4 mitigations, evaluate every checkpoint.
 
-    Takes about 90 minutes on 2 CPU cores; see the README section "The demo experiment".
+    Took 1 h 57 min on 2 CPU cores; see the README section "The demo experiment".
 
     \b
     Example:
