@@ -24,7 +24,8 @@ class Setup:
     target: float
 
 
-def _only_or_stored(stored: str | None, present: list[str]) -> str | None:
+def only_or_stored(stored: str | None, present: list[str]) -> str | None:
+    """The experiment's stored choice where present, else the first one present."""
     if stored in present:
         return stored
     return present[0] if present else None
@@ -37,8 +38,8 @@ def setup(store: Store, experiment: str, v: pl.DataFrame) -> Setup:
     target = row["capability_target"]
     return Setup(
         experiment,
-        _only_or_stored(row["task"], caps),
-        _only_or_stored(row["capability_metric"], scorers),
+        only_or_stored(row["task"], caps),
+        only_or_stored(row["capability_metric"], scorers),
         float(target) if target is not None else 0.5,
     )
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 import streamlit as st
 
-from capsafe_core import queries
+from capsafe_core import queries, reports
 from capsafe_core.errors import CapsafeError
 from capsafe_core.store import Store
 
@@ -169,9 +169,9 @@ def sidebar() -> Context | None:
     benches = v.select("benchmark", "bench_kind").unique()
     evs = v.select("evaluator", "ev_kind").unique()
     caps = _names(benches, "benchmark", "bench_kind", "capability")
-    cap_bench = row["task"] if row["task"] in caps else (caps[0] if caps else None)
+    cap_bench = reports.only_or_stored(row["task"], caps)
     scorers = _names(evs, "evaluator", "ev_kind", "capability")
-    scorer = row["capability_metric"] if row["capability_metric"] in scorers else (scorers[0] if scorers else None)
+    scorer = reports.only_or_stored(row["capability_metric"], scorers)
     return Context(
         path=path,
         mtime=mtime,
