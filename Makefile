@@ -2,7 +2,7 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DB ?= data/demo.db
+DB ?=
 
 .DEFAULT_GOAL := check
 .PHONY: check test lint dashboard benchmarks bench-import clean
@@ -38,7 +38,7 @@ lint: $(VENV)/.full
 check: test lint
 
 dashboard: $(VENV)/.light
-	$(BIN)/capsafe serve --db $(DB)
+	$(BIN)/capsafe serve $(if $(DB),--db $(DB),)
 
 # rebuild data/benchmarks from ../shared/datasets
 benchmarks: $(VENV)/.light

@@ -916,7 +916,7 @@ def demo_build_cmd(out: str, work_dir: str, quick: bool, quiet: bool) -> None:
     envvar="CAPSAFE_DB",
     default=None,
     type=click.Path(dir_okay=False),
-    help="Database to open (default: the bundled demo, data/demo.db).",
+    help="Database to open (default: the bundled demo, data/demo.db.gz decompressed to data/demo.db).",
 )
 def serve_cmd(port: int, host: str, db_path: str | None) -> None:
     """Open the dashboard in the browser (Streamlit).

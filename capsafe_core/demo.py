@@ -304,6 +304,10 @@ def build_demo(cfg: DemoConfig) -> dict[str, Any]:
     for suffix in ("-wal", "-shm"):
         Path(str(cfg.out) + suffix).unlink(missing_ok=True)
     shutil.copyfile(tmp_db, cfg.out)
+    from capsafe_core import bundled
+
+    if cfg.out.resolve() == bundled.demo_archive().with_suffix("").resolve():
+        bundled.write_demo_archive(cfg.out)  # what git holds: data/demo.db.gz
     return {"seconds": meta["seconds"], "results": results, "timings": log.timings}
 
 

@@ -13,16 +13,15 @@ from pathlib import Path
 import polars as pl
 import streamlit as st
 
-from capsafe_core import queries, reports
+from capsafe_core import bundled, queries, reports
 from capsafe_core.errors import CapsafeError
 from capsafe_core.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO_DB = ROOT / "data" / "demo.db"
 
 
 def default_db() -> str:
-    return os.environ.get("CAPSAFE_DB") or str(DEMO_DB)
+    return os.environ.get("CAPSAFE_DB") or str(bundled.demo_db())
 
 
 def db_path() -> str:

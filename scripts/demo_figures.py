@@ -1,6 +1,6 @@
 """Print the figures the README's "The demo experiment" section quotes, from a demo database.
 
-    python scripts/demo_figures.py [data/demo.db]
+python scripts/demo_figures.py [data/demo.db]
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 
 import polars as pl
 
-from capsafe_core import analysis, queries
+from capsafe_core import analysis, bundled, queries
 from capsafe_core.demo import RAW_EXPERIMENT
 from capsafe_core.reports import setup
 from capsafe_core.store import Store
@@ -40,7 +40,7 @@ def per_checkpoint(v: pl.DataFrame) -> pl.DataFrame:
 
 
 def main() -> None:
-    path = sys.argv[1] if len(sys.argv) > 1 else "data/demo.db"
+    path = sys.argv[1] if len(sys.argv) > 1 else str(bundled.demo_db())
     with Store.open(path, create=False) as store:
         exp = store.experiments().filter(~pl.col("name").eq(RAW_EXPERIMENT))["name"][0]
         v = queries.verdicts(store, exp)

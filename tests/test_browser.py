@@ -19,11 +19,12 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
+from capsafe_core import bundled
 from tests.servers import free_port
 
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parent.parent
-DEMO = ROOT / "data" / "demo.db"
+DEMO = bundled.demo_db()
 SHOTS = ROOT / "tests" / "out" / "screens"
 CHROMIUM = "/usr/bin/chromium"
 HOSTILE = (

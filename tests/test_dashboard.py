@@ -6,8 +6,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from capsafe_core import bundled
+
 ROOT = Path(__file__).resolve().parent.parent
-DEMO = ROOT / "data" / "demo.db"
+DEMO = bundled.demo_db()
 
 
 @pytest.fixture

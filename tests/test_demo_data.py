@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from capsafe_core import evaluators
+from capsafe_core import bundled, evaluators
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO = ROOT / "data" / "demo.db"
+DEMO = bundled.demo_db()
 EXPERIMENT = "smollm2-arithmetic"
 RAW = "smollm2-raw"
 
@@ -33,6 +33,7 @@ def _rate(db, experiment, mitigation, step, evaluator, label, kind):
 
 
 def test_small_enough_for_git():
+    assert bundled.demo_archive().stat().st_size <= 10 * 1024 * 1024  # what git holds
     assert DEMO.stat().st_size <= 30 * 1024 * 1024
 
 

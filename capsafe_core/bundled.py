@@ -1,0 +1,46 @@
+"""The bundled demo database: kept in git gzip-compressed (``data/demo.db.gz``) and decompressed to
+``data/demo.db`` (not in git) on first use, or when the archive is newer than the copy."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from pathlib import Path
+
+from capsafe_core.benchmarks import data_dir
+
+
+def demo_archive() -> Path:
+    return data_dir() / "demo.db.gz"
+
+
+def demo_db() -> Path:
+    """Path of the demo database, decompressing the archive first where needed (atomically)."""
+    archive = demo_archive()
+    out = archive.with_suffix("")
+    if out.exists() and (not archive.exists() or out.stat().st_mtime >= archive.stat().st_mtime):
+        return out
+    if not archive.exists():
+        from capsafe_core.errors import NotFound
+
+        raise NotFound(f"No demo database at {archive}; restore it with: git checkout -- {archive.name}")
+    tmp = out.with_name(out.name + ".tmp")
+    with gzip.open(archive, "rb") as src, open(tmp, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    os.replace(tmp, out)
+    return out
+
+
+def write_demo_archive(db: Path) -> Path:
+    """Compress ``db`` into the bundled archive (what ``capsafe demo build`` ships)."""
+    archive = demo_archive()
+    tmp = archive.with_name(archive.name + ".tmp")
+    with (
+        open(db, "rb") as src,
+        open(tmp, "wb") as raw,
+        gzip.GzipFile(filename="demo.db", mode="wb", compresslevel=9, fileobj=raw, mtime=0) as dst,
+    ):
+        shutil.copyfileobj(src, dst)
+    os.replace(tmp, archive)
+    return archive
