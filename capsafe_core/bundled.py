@@ -25,7 +25,7 @@ def demo_db() -> Path:
         from capsafe_core.errors import NotFound
 
         raise NotFound(f"No demo database at {archive}; restore it with: git checkout -- {archive.name}")
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")  # two first sessions at once each write their own
     with gzip.open(archive, "rb") as src, open(tmp, "wb") as dst:
         shutil.copyfileobj(src, dst)
     os.replace(tmp, out)
