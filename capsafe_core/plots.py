@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import html
-
 import plotly.graph_objects as go
 import polars as pl
+
+from capsafe_core import inert
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 
 
 def _safe(text: object) -> str:
     """Names from data (mitigations, benchmarks) escaped: plotly renders a little HTML in labels."""
-    return html.escape(str(text))
+    return inert.plot_label(text)
 
 
 def color_map(mitigations: list[str]) -> dict[str, str]:
@@ -62,7 +62,7 @@ def curve_figure(
                     "thickness": 1,
                 },
                 hovertemplate=(
-                    f"<b>{_safe(mit)}</b> step %{{customdata[1]}}<br>{x_label} %{{x:.3f}}<br>"
+                    f"<b>{_safe(mit)}</b> step %{{customdata[1]}}<br>{_safe(x_label)} %{{x:.3f}}<br>"
                     f"{_safe(y_label)} %{{y:.3f}}<br>n = %{{customdata[2]}} prompts<extra></extra>"
                 ),
             )

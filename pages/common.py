@@ -13,9 +13,9 @@ from pathlib import Path
 import polars as pl
 import streamlit as st
 
-from capsafe_core import bundled, queries, reports
+from capsafe_core import bundled, inert, reports
 from capsafe_core.errors import CapsafeError
-from capsafe_core.store import Store
+from capsafe_core.store import Store, reads
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,12 +38,12 @@ def verdict_version(path: str) -> str:
     """Changes when generations or judgments do (not when a human label is saved), so saving labels
     does not invalidate the cached verdicts."""
     with _open(path) as s:
-        g, j = s.conn.execute("SELECT (SELECT max(id) FROM generations), (SELECT count(*) FROM judgments)").fetchone()
-    return f"{g}:{j}"
+        return reads.verdict_stamp(s)
 
 
 def _open(path: str) -> Store:
-    return Store.open(path, create=False)
+    """Read-only: the dashboard's readers never write (labels open their own writing store)."""
+    return Store.open(path, read_only=True)
 
 
 @st.cache_data(show_spinner=False)
@@ -61,27 +61,27 @@ def counts(path: str, mtime: float) -> dict[str, int]:
 @st.cache_data(show_spinner="Reading verdicts…", max_entries=4)
 def verdicts(path: str, version: str, experiment: str) -> pl.DataFrame:
     with _open(path) as s:
-        return queries.verdicts(s, experiment)
+        return reads.verdicts(s, experiment)
 
 
 @st.cache_data(show_spinner=False)
 def humans(path: str, mtime: float, experiment: str) -> pl.DataFrame:
     with _open(path) as s:
-        return queries.human_labels(s, experiment)
+        return reads.human_labels(s, experiment)
 
 
 @st.cache_data(show_spinner=False)
 def categories(path: str, mtime: float, experiment: str) -> list[str]:
     with _open(path) as s:
-        return queries.categories(s, experiment)
+        return reads.categories(s, experiment)
 
 
 @st.cache_data(show_spinner=False)
 def samples(
-    path: str, mtime: float, experiment: str, f: queries.SampleFilter, evaluator: str | None, limit: int, offset: int
+    path: str, mtime: float, experiment: str, f: reads.SampleFilter, evaluator: str | None, limit: int, offset: int
 ) -> tuple[pl.DataFrame, int]:
     with _open(path) as s:
-        return queries.samples(s, experiment, f, evaluator=evaluator, limit=limit, offset=offset)
+        return reads.samples(s, experiment, f, evaluator=evaluator, limit=limit, offset=offset)
 
 
 @st.cache_data(show_spinner="Comparing raters…", max_entries=8)
@@ -95,7 +95,7 @@ def agreement(path: str, version: str, human_stamp: float, experiment: str, dime
 
 def detail(path: str, generation_id: int) -> dict[str, object] | None:
     with _open(path) as s:
-        return queries.generation_detail(s, generation_id)
+        return reads.generation_detail(s, generation_id)
 
 
 @dataclass(frozen=True)
@@ -146,13 +146,13 @@ def sidebar() -> Context | None:
             help="A capsafe SQLite file. Default: the bundled demo, or $CAPSAFE_DB.",
         )
         if not Path(path).exists():
-            st.error(f"No database at {path}; enter the path of a capsafe database.")
+            st.error(f"No database at {inert.md(path)}; enter the path of a capsafe database.")
             return None
         mtime = stamp(path)
         try:
             exps = experiments(path, mtime)
         except CapsafeError as e:
-            st.error(str(e))
+            st.error(inert.md(e))
             return None
         if exps.height == 0:
             st.warning("This database has no experiments yet; import or run some with the capsafe command.")

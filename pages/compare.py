@@ -3,7 +3,7 @@
 import polars as pl
 import streamlit as st
 
-from capsafe_core import analysis, plots
+from capsafe_core import analysis, inert, plots
 from pages import common
 
 ctx = common.context()
@@ -18,7 +18,7 @@ target = st.slider(
     ctx.target,
     0.01,
     key="cmp_target",
-    help=f"{ctx.scorer} on {ctx.capability_benchmark}",
+    help=f"{inert.md(ctx.scorer)} on {inert.md(ctx.capability_benchmark)}",
 )
 apart = st.toggle("Set incoherent answers apart", key="cmp_apart")
 v = ctx.verdicts()
@@ -47,7 +47,7 @@ if changes.height:
     st.warning(
         f"The winner changes in {changes.height} of {wide.height} views: "
         + "; ".join(
-            f"{b} / {e} / {m} → {w}"
+            f"{inert.md(b)} / {inert.md(e)} / {inert.md(m)} → {inert.md(w)}"
             for b, e, m, w in changes.select("benchmark", "evaluator", "metric", "best").iter_rows()
         )
     )
@@ -81,7 +81,7 @@ st.dataframe(
 )
 not_reached = one.filter(~pl.col("reached"))["mitigation"].to_list()
 if not_reached:
-    st.caption(f"Not reaching the target: {', '.join(not_reached)}.")
+    st.caption(f"Not reaching the target: {inert.md_list(not_reached)}.")
 
 st.subheader("Sensitivity of the ranking")
 rankings, tau = analysis.sensitivity(long)

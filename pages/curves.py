@@ -3,7 +3,7 @@
 import polars as pl
 import streamlit as st
 
-from capsafe_core import analysis, plots
+from capsafe_core import analysis, inert, plots
 from pages import common
 
 ctx = common.context()
@@ -37,7 +37,9 @@ df = analysis.curves(
     set_apart_incoherent=apart,
 )
 if df.height == 0:
-    st.warning(f"`{evaluator}` gives no {analysis.METRICS[metric]} on these benchmarks; pick another judge or metric.")
+    st.warning(
+        f"{inert.md(evaluator)} gives no {analysis.METRICS[metric]} on these benchmarks; pick another judge or metric."
+    )
     st.stop()
 fig = plots.curve_figure(
     df,
@@ -96,7 +98,7 @@ with right:
             key="cv_over",
             config=common.plot_config("overrefusal-vs-capability"),
         )
-        st.caption(f"on {', '.join(ctx.overrefusal_benchmarks)}")
+        st.caption(f"on {inert.md_list(ctx.overrefusal_benchmarks)}")
     else:
         st.info("No over-refusal benchmark judged by a refusal judge in this experiment.")
 

@@ -3,7 +3,7 @@
 import polars as pl
 import streamlit as st
 
-from capsafe_core import analysis, plots
+from capsafe_core import analysis, inert, plots
 from pages import common
 
 ctx = common.context()
@@ -66,7 +66,9 @@ st.caption("Open the samples behind a cell:")
 cells = st.columns(4)
 for i, (va, vb) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
     count = row["confusion"][va][vb]
-    if cells[i].button(f"{a}: {word[va]} · {b}: {word[vb]} ({count})", key=f"jd_cell_{va}{vb}", disabled=count == 0):
+    if cells[i].button(
+        f"{inert.md(a)}: {word[va]} · {inert.md(b)}: {word[vb]} ({count})", key=f"jd_cell_{va}{vb}", disabled=count == 0
+    ):
         ids = analysis.disagreements(v, h, a, b, dimension=dimension, a_value=va, b_value=vb)
         if subset != "all":
             split = analysis.coherence_split(v, h).filter(pl.col("subset") == subset)

@@ -7,7 +7,7 @@ b (benign) saves; s skips, u undoes.
 import polars as pl
 import streamlit as st
 
-from capsafe_core import labels
+from capsafe_core import inert, labels
 from capsafe_core.errors import CapsafeError
 from capsafe_core.store import Store
 from pages import common
@@ -41,7 +41,7 @@ v = ctx.verdicts()
 h = ctx.humans()
 q = labels.queue(v, h, reasons=reasons, annotator=annotator).filter(~pl.col("generation_id").is_in(ss.lb_skipped))
 done, total = labels.progress(v, h, reasons=reasons, annotator=annotator)
-st.progress(done / total if total else 1.0, text=f"{done} of {total} flagged samples labelled by {annotator}")
+st.progress(done / total if total else 1.0, text=f"{done} of {total} flagged samples labelled by {inert.md(annotator)}")
 
 
 def store() -> Store:
@@ -85,7 +85,7 @@ def set_coherent(value: bool) -> None:
 
 
 if ss.get("lb_message"):
-    st.toast(ss.lb_message)
+    st.toast(inert.md(ss.lb_message))
     ss.lb_message = ""
 if q.height == 0:
     st.success("Queue empty: every flagged sample for these reasons has your label.")
@@ -96,7 +96,10 @@ gid = int(q["generation_id"][0])
 why = ", ".join(labels.REASONS[r] for r in q["reasons"][0])
 d = common.detail(ctx.path, gid)
 assert d is not None
-st.caption(f"Generation {gid} · {d['mitigation']} step {d['step']} · {d['benchmark']} · flagged: {why}")
+st.caption(
+    f"Generation {gid} · {inert.md(d['mitigation'])} step {d['step']} · {inert.md(d['benchmark'])} · "
+    f"flagged: {inert.md(why)}"
+)
 left, right = st.columns(2)
 with left:
     st.markdown("**Prompt**")

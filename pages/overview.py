@@ -5,7 +5,7 @@ import json
 import polars as pl
 import streamlit as st
 
-from capsafe_core import analysis
+from capsafe_core import analysis, inert
 from pages import common
 
 ctx = common.context()
@@ -39,7 +39,7 @@ target = left.number_input(
     value=ctx.target,
     step=0.05,
     key="ov_target",
-    help=f"{ctx.scorer} on {ctx.capability_benchmark}",
+    help=f"{inert.md(ctx.scorer)} on {inert.md(ctx.capability_benchmark)}",
 )
 evaluator = mid.selectbox(
     "Safety judge", ctx.safety_evaluators, key="ov_evaluator", index=ctx.safety_evaluators.index(ctx.default_evaluator)
@@ -75,8 +75,8 @@ reached = head.filter(pl.col("value").is_not_null()).sort("value")
 if reached.height:
     best = reached.row(0, named=True)
     st.markdown(
-        f"At capability **{target:g}**, the lowest unsafe rate by `{evaluator}` on {', '.join(benches)} is "
-        f"**{best['mitigation']}** ({best['value']:.3f}, 95% CI {best['lo']:.3f}–{best['hi']:.3f}). "
+        f"At capability **{target:g}**, the lowest unsafe rate by {inert.md(evaluator)} on {inert.md_list(benches)} "
+        f"is **{inert.md(best['mitigation'])}** ({best['value']:.3f}, 95% CI {best['lo']:.3f}–{best['hi']:.3f}). "
         "Check on **Compare** whether that holds for other judges and benchmarks, and on **Judges** how far the "
         "judges can be trusted on incoherent answers."
     )

@@ -7,7 +7,8 @@ never as Markdown or HTML.
 import polars as pl
 import streamlit as st
 
-from capsafe_core.queries import SampleFilter
+from capsafe_core import inert
+from capsafe_core.store.reads import SampleFilter
 from pages import common
 
 ctx = common.context()
@@ -115,8 +116,9 @@ if d is None:
 st.divider()
 st.subheader(f"Generation {gid}")
 st.text(
-    f"{d['experiment']} · {d['mitigation']} step {d['step']} · {d['benchmark']} ({d['bench_kind']}) · "
-    f"prompt {d['prompt_id']} · category {d['category']} · {d['n_tokens']} tokens, finish: {d['finish_reason']}"
+    f"{inert.md(d['experiment'])} · {inert.md(d['mitigation'])} step {d['step']} · {inert.md(d['benchmark'])} "
+    f"({inert.md(d['bench_kind'])}) · prompt {inert.md(d['prompt_id'])} · category {inert.md(d['category'])} · "
+    f"{d['n_tokens']} tokens, finish: {inert.md(d['finish_reason'])}"
 )
 left, right = st.columns(2)
 with left:

@@ -11,6 +11,7 @@ from capsafe_core.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "datasets"
+CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture
@@ -55,3 +56,26 @@ def lm_eval_output(tiny_model, tmp_path_factory) -> Path:
     from tests.tool_outputs import run_lm_eval
 
     return run_lm_eval(tiny_model, tmp_path_factory.mktemp("lmeval"))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium under Playwright (no network beyond loopback)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield b
+        b.close()

@@ -67,3 +67,58 @@ def llama_cpp_server(model_path: str, *, n_ctx: int = 1024) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def dashboard(db: str, *, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``streamlit run app.py`` on a free loopback port with ``CAPSAFE_DB=db``; yields its URL."""
+    import os
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(ROOT / "app.py"),
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--server.headless",
+            "true",
+            "--server.fileWatcherType",
+            "none",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        env={**os.environ, "CAPSAFE_DB": str(db), **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                if httpx.get(f"{url}/_stcore/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None:
+                raise RuntimeError("streamlit exited")
+            if time.time() > deadline:
+                raise RuntimeError("streamlit did not start within 90 s")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -7,26 +7,22 @@ and that two annotators labelling at once lose no label.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-import httpx
 import pytest
 
 from capsafe_core import bundled
-from tests.servers import free_port
+from tests.conftest import CHROMIUM
+from tests.servers import dashboard
 
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = bundled.demo_db()
 SHOTS = ROOT / "tests" / "out" / "screens"
-CHROMIUM = "/usr/bin/chromium"
+
 HOSTILE = (
     '<script>window.__pwned = 1</script><img src="http://example.invalid/x.png" onerror="window.__pwned=2">'
     '<b>bold?</b><iframe src="http://example.invalid/"></iframe> [click me](http://example.invalid/link) '
@@ -53,65 +49,8 @@ def server(tmp_path_factory):
         pytest.fail("Debian's chromium is not installed; run: make test (it installs chromium and chromium-driver)")
     db = tmp_path_factory.mktemp("browser") / "demo.db"
     gid = hostile_copy(db)
-    port = free_port()
-    env = {**os.environ, "CAPSAFE_DB": str(db)}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(ROOT / "app.py"),
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--server.headless",
-            "true",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=ROOT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            if httpx.get(f"{url}/_stcore/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None, "streamlit exited"
-        assert time.time() < deadline, "streamlit did not start"
-        time.sleep(0.3)
-    yield {"url": url, "db": db, "hostile": gid}
-    proc.terminate()
-    proc.wait(timeout=20)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        yield b
-        b.close()
+    with dashboard(str(db)) as url:
+        yield {"url": url, "db": db, "hostile": gid}
 
 
 def new_page(browser, requests: list[str] | None = None, *, height: int = 1000):
