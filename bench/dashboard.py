@@ -102,8 +102,8 @@ def build(path: Path, n_gen: int, seed: int = 0) -> None:
 
 def read_verdicts(db: Path) -> None:
     """The verdict reader (connectorx into Arrow) against the baseline (sqlite3 rows), same run, same query."""
-    from capsafe_core import queries
     from capsafe_core.store import Store
+    from capsafe_core.store import reads as queries
 
     with Store.open(db, create=False) as store:
         exp = store.experiments()["name"][0]

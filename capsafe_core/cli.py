@@ -21,14 +21,32 @@ DEFAULT_DB = "capsafe.db"
 
 
 class CapsafeGroup(click.Group):
-    """Shows CapsafeError as one line instead of a traceback."""
+    """Shows a problem the user can fix as one line instead of a traceback: a ``CapsafeError``, a
+    SQLite error (busy, read-only, damaged file) or a file-system error (missing folder, permissions)."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        import sqlite3
+
         try:
             return super().invoke(ctx)
+        except click.UsageError as e:  # a bad option: one line too, with where to look (exit 2, as click)
+            where = e.ctx.command_path if e.ctx else ctx.command_path
+            _fail(f"{e.format_message()} (see: {where} --help)", code=2)
         except CapsafeError as e:
-            click.echo(f"Error: {e}", err=True)
-            sys.exit(1)
+            _fail(str(e))
+        except sqlite3.Error as e:
+            from capsafe_core.store.connection import translate
+
+            _fail(str(translate(e, ctx.params.get("db_path") or "the database")))
+        except OSError as e:
+            if e.filename is None:
+                raise
+            _fail(f"cannot use {e.filename}: {e.strerror or e}; check the path and its permissions")
+
+
+def _fail(message: str, *, code: int = 1) -> None:
+    click.echo(f"Error: {' '.join(message.split())}", err=True)
+    sys.exit(code)
 
 
 def db_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -39,7 +57,7 @@ def db_option(f: Callable[..., Any]) -> Callable[..., Any]:
         default=DEFAULT_DB,
         show_default=True,
         type=click.Path(dir_okay=False),
-        help="SQLite database file (or set CAPSAFE_DB).",
+        help="SQLite database file (or set CAPSAFE_DB); 'demo' is the bundled demo database.",
     )(f)
 
 
@@ -77,10 +95,29 @@ def judge_options(judge_model: str, judge_backend: str, judge_base_url: str | No
     return {"judge_model": judge_model, "judge_backend": judge_backend, "judge_base_url": judge_base_url}
 
 
-def open_store(db_path: str, *, create: bool = False):
+def resolve_db(db_path: str) -> str:
+    """``demo`` names the bundled demo database (decompressed on first use); anything else is a path."""
+    if db_path == "demo":
+        from capsafe_core import bundled
+
+        return str(bundled.demo_db())
+    return db_path
+
+
+def open_store(db_path: str, *, create: bool = False, read_only: bool = False):
+    """The database for a command: reading commands open it read-only (also in a read-only folder)."""
     from capsafe_core.store import Store
 
-    return Store.open(db_path, create=create)
+    return Store.open(resolve_db(db_path), create=create, read_only=read_only)
+
+
+def replace_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--replace",
+        is_flag=True,
+        help="Replace stored generations whose response differs (their verdicts and human labels are dropped; "
+        "the count is printed). Without it such an import is refused and nothing is written.",
+    )(f)
 
 
 def print_frame(frame: pl.DataFrame, *, as_json: bool, drop: tuple[str, ...] = ()) -> None:
@@ -104,7 +141,13 @@ def print_frame(frame: pl.DataFrame, *, as_json: bool, drop: tuple[str, ...] = (
 
 @click.group(cls=CapsafeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="capsafe")
-def cli() -> None:
+@click.option(
+    "--busy-timeout",
+    type=float,
+    envvar="CAPSAFE_BUSY_TIMEOUT",
+    help="Seconds to wait while another process writes to the database [default: 30].",
+)
+def cli(busy_timeout: float | None) -> None:
     """capsafe: safety of fine-tuned LLMs, measured at a stated capability.
 
     \b
@@ -112,6 +155,12 @@ def cli() -> None:
       capsafe init --db results.db
       capsafe ls benchmarks
     """
+    if busy_timeout is not None:
+        import os
+
+        if busy_timeout < 0:
+            raise click.BadParameter("must be 0 or more", param_hint="--busy-timeout")
+        os.environ["CAPSAFE_BUSY_TIMEOUT"] = str(busy_timeout)
 
 
 @cli.command()
@@ -163,8 +212,8 @@ def ls_benchmarks(db_path: str, as_json: bool) -> None:
         }
         for s in benchmarks.registry().values()
     ]
-    if Path(db_path).exists():
-        with open_store(db_path) as store:
+    if Path(resolve_db(db_path)).exists():
+        with open_store(db_path, read_only=True) as store:
             shipped = {r["name"] for r in rows}
             for r in store.benchmarks().to_dicts():
                 if r["name"] not in shipped:
@@ -196,7 +245,7 @@ def ls_experiments(db_path: str, as_json: bool) -> None:
     Example:
       capsafe ls experiments --db results.db
     """
-    with open_store(db_path) as store:
+    with open_store(db_path, read_only=True) as store:
         print_frame(store.experiments(), as_json=as_json, drop=() if as_json else ("id", "meta"))
 
 
@@ -211,7 +260,7 @@ def ls_checkpoints(db_path: str, as_json: bool, experiment: str | None) -> None:
     Example:
       capsafe ls checkpoints --experiment demo
     """
-    with open_store(db_path) as store:
+    with open_store(db_path, read_only=True) as store:
         print_frame(store.checkpoints(experiment), as_json=as_json, drop=() if as_json else ("id", "meta"))
 
 
@@ -238,8 +287,8 @@ def ls_evaluators(db_path: str, as_json: bool) -> None:
         }
         for s in evaluators.registry().values()
     ]
-    if Path(db_path).exists():
-        with open_store(db_path) as store:
+    if Path(resolve_db(db_path)).exists():
+        with open_store(db_path, read_only=True) as store:
             stored = {(r["name"], r["version"]): r for r in store.evaluators().to_dicts()}
         for row in rows:
             hit = stored.pop((row["name"], row["version"]), None)
@@ -296,6 +345,7 @@ def import_group() -> None:
     type=click.Choice(["safety", "overrefusal", "capability"]),
     help="Kind of a new benchmark.",
 )
+@replace_option
 @db_option
 def import_table_cmd(
     file: str,
@@ -304,6 +354,7 @@ def import_table_cmd(
     judge_kinds: tuple[str, ...],
     judge_version: str,
     benchmark_kind: str,
+    replace: bool,
     db_path: str,
 ) -> None:
     """Import a CSV, JSONL or Parquet file, one generation per row.
@@ -324,7 +375,7 @@ def import_table_cmd(
         list(maps), list(sets), list(judge_kinds), judge_version=judge_version, benchmark_kind=benchmark_kind
     )
     with open_store(db_path, create=True) as store:
-        result = import_table(store, file, mapping)
+        result = import_table(store, file, mapping, replace=replace)
     click.echo(result.summary())
 
 
@@ -349,6 +400,7 @@ def _checkpoint(experiment: str | None, mitigation: str | None, step: int | None
 @click.option(
     "--benchmark-kind", type=click.Choice(["safety", "overrefusal", "capability"]), help="Kind of a new benchmark."
 )
+@replace_option
 @db_option
 def import_inspect_cmd(
     logs: tuple[str, ...],
@@ -358,6 +410,7 @@ def import_inspect_cmd(
     benchmark: str | None,
     judge_kinds: tuple[str, ...],
     benchmark_kind: str | None,
+    replace: bool,
     db_path: str,
 ) -> None:
     """Import Inspect eval logs (.eval or .json), one generation per sample and epoch.
@@ -381,6 +434,7 @@ def import_inspect_cmd(
             _checkpoint(experiment, mitigation, step, benchmark),
             judge_kinds={k if k.startswith("inspect:") else f"inspect:{k}": v for k, v in kinds.items()},
             benchmark_kind=benchmark_kind,
+            replace=replace,
         )
     click.echo(result.summary())
 
@@ -388,9 +442,16 @@ def import_inspect_cmd(
 @import_group.command(name="lm-eval")
 @click.argument("path", type=click.Path())
 @checkpoint_options
+@replace_option
 @db_option
 def import_lm_eval_cmd(
-    path: str, experiment: str | None, mitigation: str | None, step: int | None, benchmark: str | None, db_path: str
+    path: str,
+    experiment: str | None,
+    mitigation: str | None,
+    step: int | None,
+    benchmark: str | None,
+    replace: bool,
+    db_path: str,
 ) -> None:
     """Import lm-evaluation-harness output written with --log_samples (a file or its folder).
 
@@ -405,7 +466,7 @@ def import_lm_eval_cmd(
     from capsafe_core.importers.lmeval import import_lm_eval
 
     with open_store(db_path, create=True) as store:
-        result = import_lm_eval(store, path, _checkpoint(experiment, mitigation, step, benchmark))
+        result = import_lm_eval(store, path, _checkpoint(experiment, mitigation, step, benchmark), replace=replace)
     click.echo(result.summary())
 
 
@@ -413,6 +474,7 @@ def import_lm_eval_cmd(
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--behaviors", type=click.Path(dir_okay=False), help="HarmBench behaviours CSV (for categories).")
 @checkpoint_options
+@replace_option
 @db_option
 def import_harmbench_cmd(
     file: str,
@@ -421,6 +483,7 @@ def import_harmbench_cmd(
     mitigation: str | None,
     step: int | None,
     benchmark: str | None,
+    replace: bool,
     db_path: str,
 ) -> None:
     """Import HarmBench completions or results ({BehaviorID: [{test_case, generation, label}]}).
@@ -437,7 +500,7 @@ def import_harmbench_cmd(
 
     with open_store(db_path, create=True) as store:
         result = import_harmbench(
-            store, file, _checkpoint(experiment, mitigation, step, benchmark), behaviors=behaviors
+            store, file, _checkpoint(experiment, mitigation, step, benchmark), behaviors=behaviors, replace=replace
         )
     click.echo(result.summary())
 
@@ -445,9 +508,16 @@ def import_harmbench_cmd(
 @import_group.command(name="jbb")
 @click.argument("file", type=click.Path(dir_okay=False))
 @checkpoint_options
+@replace_option
 @db_option
 def import_jbb_cmd(
-    file: str, experiment: str | None, mitigation: str | None, step: int | None, benchmark: str | None, db_path: str
+    file: str,
+    experiment: str | None,
+    mitigation: str | None,
+    step: int | None,
+    benchmark: str | None,
+    replace: bool,
+    db_path: str,
 ) -> None:
     """Import a JailbreakBench artifact ({parameters, jailbreaks}).
 
@@ -462,7 +532,7 @@ def import_jbb_cmd(
     from capsafe_core.importers.jbb import import_jbb
 
     with open_store(db_path, create=True) as store:
-        result = import_jbb(store, file, _checkpoint(experiment, mitigation, step, benchmark))
+        result = import_jbb(store, file, _checkpoint(experiment, mitigation, step, benchmark), replace=replace)
     click.echo(result.summary())
 
 
@@ -480,7 +550,7 @@ def export_cmd(out: str, experiment: str | None, benchmark: str | None, db_path:
     """
     from capsafe_core.export import export
 
-    with open_store(db_path) as store:
+    with open_store(db_path, read_only=True) as store:
         n = export(store, out, experiment=experiment, benchmark=benchmark)
     click.echo(f"Wrote {n} generations to {out}")
 
@@ -525,7 +595,7 @@ def agreement_cmd(
     """
     from capsafe_core.reports import agreement_report
 
-    with open_store(db_path) as store:
+    with open_store(db_path, read_only=True) as store:
         tables = agreement_report(store, experiment=experiment, benchmark=benchmark, dimension=dimension)
     print_report(
         tables,
@@ -556,7 +626,7 @@ def compare_cmd(
     """
     from capsafe_core.reports import compare_report
 
-    with open_store(db_path) as store:
+    with open_store(db_path, read_only=True) as store:
         tables = compare_report(store, target=target, experiment=experiment, set_apart_incoherent=set_apart_incoherent)
     if not as_json:
         c = tables["compare"]
@@ -736,7 +806,7 @@ def judge_cmd(
     from capsafe_core.runner import judge_stored
 
     options = judge_options(judge_model, judge_backend, judge_base_url)
-    with open_store(db_path) as store:
+    with open_store(db_path, create=False) as store:
         try:
             res = judge_stored(
                 store,
@@ -933,6 +1003,7 @@ def serve_cmd(port: int, host: str, db_path: str | None) -> None:
         raise click.ClickException(f"No dashboard at {app}; run capsafe from a checkout of the repository")
     env = dict(os.environ)
     if db_path:
+        db_path = resolve_db(db_path)
         if not Path(db_path).exists():
             raise click.ClickException(f"No database at {db_path}; create one with: capsafe init --db {db_path}")
         env["CAPSAFE_DB"] = str(Path(db_path).resolve())

@@ -297,8 +297,7 @@ def build_demo(cfg: DemoConfig) -> dict[str, Any]:
         store.prune_evaluators({name: spec.version for name, spec in REGISTRY.items()})
         store.upsert_experiment(cfg.experiment, meta={"demo": meta})
         store.upsert_experiment(RAW_EXPERIMENT, meta={"demo": meta, "note": "the raw SmolLM2 before refusal training"})
-    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    store.conn.execute("VACUUM")
+    store.compact()
     store.close()
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     for suffix in ("-wal", "-shm"):

@@ -1,88 +1,50 @@
-"""``capsafe export``: one joined row per generation, to CSV, Parquet or JSONL.
+"""``capsafe export``: the store's joined rows (``store.export.wide_frame``) to CSV, Parquet or JSONL.
 
-Columns: experiment, mitigation, step, model, benchmark, benchmark_kind, prompt_id, category,
-prompt, reference, response, sample, n_tokens, finish_reason; then ``<evaluator>`` (label) and
-``<evaluator>_score`` per evaluator; then ``human:<annotator>`` (latest label) with
-``human_coherent:<annotator>`` and ``human_note:<annotator>``. The file imports back with
-``capsafe import table`` and the matching ``--map judge:``/``human:`` options.
+The file imports back with ``capsafe import table`` and the matching ``--map judge:``/``human:``
+options; nested values were stored as JSON text and come back as the same text.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-
-import polars as pl
 
 from capsafe_core.errors import BadInput
 from capsafe_core.store import Store
+from capsafe_core.store.export import wide_frame
 
-BASE_SQL = """
-SELECT g.id AS generation_id, e.name AS experiment, c.mitigation, c.step, c.model_ref AS model,
-       b.name AS benchmark, b.kind AS benchmark_kind, p.ext_id AS prompt_id, p.category, p.text AS prompt,
-       p.reference, g.response, g.sample, g.n_tokens, g.finish_reason
-FROM generations g
-JOIN checkpoints c ON c.id = g.checkpoint_id
-JOIN experiments e ON e.id = c.experiment_id
-JOIN prompts p ON p.id = g.prompt_id
-JOIN benchmarks b ON b.id = p.benchmark_id
-"""
+FORMATS = (".csv", ".parquet", ".jsonl")
 
 
-def wide_frame(store: Store, *, experiment: str | None = None, benchmark: str | None = None) -> pl.DataFrame:
-    """Every generation (filtered) with its judgments and latest human labels as columns."""
-    where, params = store.scope(experiment=experiment, benchmark=benchmark)
-    base = store.frame(BASE_SQL + where + " ORDER BY e.name, c.mitigation, c.step, b.name, p.ext_id, g.sample", params)
-    if base.height == 0:
-        return base
-    judg = store.frame(
-        f"""SELECT j.generation_id, v.name AS evaluator, v.version, j.label, j.score
-            FROM judgments j JOIN evaluators v ON v.id = j.evaluator_id
-            WHERE j.generation_id IN (SELECT g.id FROM generations g JOIN checkpoints c ON c.id = g.checkpoint_id
-                                      JOIN prompts p ON p.id = g.prompt_id {where})""",
-        params,
-    )
-    out = base
-    if judg.height:
-        versions = judg.group_by("evaluator").agg(pl.col("version").n_unique().alias("n"))
-        multi = set(versions.filter(pl.col("n") > 1)["evaluator"].to_list())
-        judg = judg.with_columns(
-            pl.when(pl.col("evaluator").is_in(list(multi)))
-            .then(pl.col("evaluator") + "@" + pl.col("version"))
-            .otherwise(pl.col("evaluator"))
-            .alias("evaluator")
-        )
-        labels = judg.pivot(on="evaluator", index="generation_id", values="label", aggregate_function="first")
-        scores = judg.pivot(on="evaluator", index="generation_id", values="score", aggregate_function="first")
-        scores = scores.rename({c: f"{c}_score" for c in scores.columns if c != "generation_id"})
-        names = sorted(c for c in labels.columns if c != "generation_id")
-        out = out.join(labels.select("generation_id", *names), on="generation_id", how="left")
-        out = out.join(scores.select("generation_id", *[f"{n}_score" for n in names]), on="generation_id", how="left")
-    humans = store.frame(
-        f"""SELECT h.generation_id, h.annotator, h.label, h.coherent, h.note FROM human_labels h
-            WHERE h.id IN (SELECT max(id) FROM human_labels GROUP BY generation_id, annotator)
-              AND h.generation_id IN (SELECT g.id FROM generations g JOIN checkpoints c ON c.id = g.checkpoint_id
-                                      JOIN prompts p ON p.id = g.prompt_id {where})""",
-        params,
-    )
-    if humans.height:
-        for col, prefix in (("label", "human:"), ("coherent", "human_coherent:"), ("note", "human_note:")):
-            wide = humans.pivot(on="annotator", index="generation_id", values=col, aggregate_function="first")
-            wide = wide.rename({c: prefix + c for c in wide.columns if c != "generation_id"})
-            out = out.join(wide, on="generation_id", how="left")
-    return out
+def check_output(path: str | Path, formats: tuple[str, ...] = FORMATS) -> Path:
+    """An output path whose folder exists and can be written, with a known suffix."""
+    p = Path(path)
+    if p.suffix.lower() not in formats:
+        raise BadInput(f"Unsupported export format '{p.suffix}'; name the output {', '.join(formats)}")
+    folder = p.parent if str(p.parent) else Path(".")
+    if not folder.is_dir():
+        raise BadInput(f"No folder {folder} for {p.name}; create it first (mkdir -p {folder})")
+    if p.is_dir():
+        raise BadInput(f"{p} is a folder; name an output file")
+    if not os.access(folder, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise BadInput(f"Cannot write {p}: no write permission; choose another output path")
+    return p
 
 
 def export(store: Store, path: str | Path, *, experiment: str | None = None, benchmark: str | None = None) -> int:
     """Write the wide frame to ``path`` (format from its suffix); returns the row count."""
-    p = Path(path)
+    p = check_output(path)
     suffix = p.suffix.lower()
-    if suffix not in (".csv", ".parquet", ".jsonl"):
-        raise BadInput(f"Unsupported export format '{suffix}'; name the output .csv, .parquet or .jsonl")
     frame = wide_frame(store, experiment=experiment, benchmark=benchmark).drop("generation_id", strict=False)
-    if suffix == ".csv":
-        frame.write_csv(p)
-    elif suffix == ".parquet":
-        frame.write_parquet(p)
-    else:
-        frame.write_ndjson(p)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    try:
+        if suffix == ".csv":
+            frame.write_csv(tmp)
+        elif suffix == ".parquet":
+            frame.write_parquet(tmp)
+        else:
+            frame.write_ndjson(tmp)
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
     return frame.height

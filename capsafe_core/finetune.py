@@ -31,10 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 from capsafe_core import benchmarks
 from capsafe_core.errors import BadInput, unknown_name
 from capsafe_core.jsonl import read_lines
-from capsafe_core.store import Store
+from capsafe_core.store import Store, runs
 
 Chat = list[dict[str, str]]
 
@@ -398,15 +400,13 @@ def finetune(store: Store, cfg: FinetuneConfig) -> FinetuneResult:
 
 def step0(store: Store, cfg: FinetuneConfig, mitigation: str, model_ref: str) -> float | None:
     """Copy step 0 from ``cfg.step0_from`` (same model, same prompts) instead of evaluating it again."""
-    row = store.conn.execute(
-        """SELECT c.id FROM checkpoints c JOIN experiments e ON e.id = c.experiment_id
-           WHERE e.name = ? AND c.mitigation = ? AND c.step = 0 AND c.model_ref = ?""",
-        (cfg.experiment, cfg.step0_from, model_ref),
-    ).fetchone()
-    if row is None or cfg.step0_from == mitigation:
+    if cfg.step0_from is None or cfg.step0_from == mitigation:
+        return None
+    src = runs.step0_checkpoint(store, cfg.experiment, cfg.step0_from, model_ref)
+    if src is None:
         return None
     with store.transaction():
-        dst = store.copy_checkpoint(int(row[0]), mitigation)
+        dst = store.copy_checkpoint(src, mitigation)
     return capability_of(store, dst, cfg.capability_benchmark)
 
 
@@ -487,11 +487,6 @@ def train_plain(
 def capability_of(store: Store, checkpoint_id: int, benchmark: str) -> float:
     """Mean capability score of one checkpoint on one benchmark (its scorer's verdicts)."""
     scorer = benchmarks.get(benchmark).scorer
-    row = store.conn.execute(
-        """SELECT avg(j.score) FROM judgments j JOIN evaluators v ON v.id = j.evaluator_id
-           JOIN generations g ON g.id = j.generation_id JOIN prompts p ON p.id = g.prompt_id
-           JOIN benchmarks b ON b.id = p.benchmark_id
-           WHERE g.checkpoint_id = ? AND b.name = ? AND v.name = ? AND j.label != 'unparsed'""",
-        (checkpoint_id, benchmark, scorer),
-    ).fetchone()
-    return float(row[0]) if row and row[0] is not None else 0.0
+    v = runs.capability_verdicts(store, checkpoint_id, benchmark, str(scorer)).filter(pl.col("label") != "unparsed")
+    mean = v["score"].mean() if v.height else None
+    return float(mean) if isinstance(mean, int | float) else 0.0

@@ -11,7 +11,8 @@ import polars as pl
 
 from capsafe_core.analysis.rates import value_expr
 from capsafe_core.errors import BadInput
-from capsafe_core.store import Store, now
+from capsafe_core.store import Store
+from capsafe_core.store import labels as store_labels
 from capsafe_core.verdicts import PAGE_LABELS
 
 REASONS = {
@@ -79,25 +80,12 @@ def save_label(
         raise BadInput("Enter your name as annotator before labelling")
     if label not in PAGE_LABELS:
         raise BadInput(f"Unknown label '{label}'; use {', '.join(PAGE_LABELS)}")
-    with store.transaction():
-        cur = store.conn.execute(
-            "INSERT INTO human_labels (generation_id, annotator, label, coherent, note, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (generation_id, annotator, label, None if coherent is None else int(coherent), note or None, now()),
-        )
-    return int(cur.lastrowid or 0)
+    return store_labels.add_label(store, generation_id, annotator=annotator, label=label, coherent=coherent, note=note)
 
 
 def undo(store: Store, label_id: int, *, annotator: str) -> int | None:
     """Delete one of ``annotator``'s labels; returns its generation id (``None`` if it was not theirs)."""
-    with store.transaction():
-        row = store.conn.execute(
-            "SELECT generation_id FROM human_labels WHERE id = ? AND annotator = ?", (label_id, annotator)
-        ).fetchone()
-        if row is None:
-            return None
-        store.conn.execute("DELETE FROM human_labels WHERE id = ?", (label_id,))
-    return int(row[0])
+    return store_labels.delete_label(store, label_id, annotator=annotator)
 
 
 def progress(v: pl.DataFrame, humans: pl.DataFrame, *, reasons: list[str], annotator: str) -> tuple[int, int]:

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from capsafe_core import analysis, queries
+from capsafe_core import analysis
 from capsafe_core.errors import BadInput, unknown_name
-from capsafe_core.store import Store
+from capsafe_core.store import Store, reads
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def experiments(store: Store, experiment: str | None) -> list[str]:
 
 
 def _verdicts(store: Store, experiment: str, benchmark: str | None) -> pl.DataFrame:
-    v = queries.verdicts(store, experiment)
+    v = reads.verdicts(store, experiment)
     if benchmark is not None:
         v = v.filter(pl.col("benchmark") == benchmark)
     return v
@@ -76,7 +76,7 @@ def agreement_report(
     pairs, broken = [], []
     for exp in experiments(store, experiment):
         v = _verdicts(store, exp, benchmark)
-        h = queries.human_labels(store, exp)
+        h = reads.human_labels(store, exp)
         for d in dims:
             a = analysis.agreement(v, h, dimension=d)
             if a.height:

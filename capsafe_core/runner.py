@@ -10,7 +10,6 @@ of a finished run returns in about a second.
 
 from __future__ import annotations
 
-import json
 import platform
 import sys
 import time
@@ -22,7 +21,7 @@ from capsafe_core import benchmarks, evaluators
 from capsafe_core.backends import Backend, Decoding, chat, load_backend
 from capsafe_core.errors import BadInput
 from capsafe_core.evaluators import EvaluatorSpec, Item, Verdict
-from capsafe_core.store import Store, now
+from capsafe_core.store import Store, now, runs
 
 
 @dataclass(frozen=True)
@@ -95,29 +94,12 @@ def evaluator_plan(names: Sequence[str] | None, bench_names: Sequence[str]) -> l
     return evaluators.resolve(wanted)
 
 
-def _existing_checkpoint(store: Store, spec: RunSpec) -> int | None:
-    row = store.conn.execute(
-        """SELECT c.id FROM checkpoints c JOIN experiments e ON e.id = c.experiment_id
-           WHERE e.name = ? AND c.mitigation = ? AND c.step = ?""",
-        (spec.experiment, spec.mitigation, spec.step),
-    ).fetchone()
-    return int(row[0]) if row else None
-
-
 def _todo_prompts(
     store: Store, ck_id: int | None, prompts: list[tuple[str, benchmarks.Prompt]], decoding: str
 ) -> list[tuple[str, benchmarks.Prompt]]:
     if ck_id is None:
         return prompts
-    done = {
-        (b, e)
-        for b, e in store.conn.execute(
-            """SELECT b.name, p.ext_id FROM generations g JOIN prompts p ON p.id = g.prompt_id
-               JOIN benchmarks b ON b.id = p.benchmark_id
-               WHERE g.checkpoint_id = ? AND g.decoding = ? AND g.sample = 0""",
-            (ck_id, decoding),
-        )
-    }
+    done = runs.generated_prompts(store, ck_id, decoding)
     return [(b, p) for b, p in prompts if (b, p.ext_id) not in done]
 
 
@@ -136,7 +118,9 @@ def run_checkpoint(store: Store, spec: RunSpec, *, progress: bool = True, backen
         for p in benchmarks.select(benchmarks.load(b), limit=spec.limits.get(b, spec.limit), seed=spec.seed)
     ]
     decoding = spec.decoding.to_json()
-    todo = _todo_prompts(store, _existing_checkpoint(store, spec), prompts, decoding)
+    todo = _todo_prompts(
+        store, runs.checkpoint_id(store, spec.experiment, spec.mitigation, spec.step), prompts, decoding
+    )
     result = RunResult(generations_stored=len(prompts) - len(todo))
 
     owned = False
@@ -181,11 +165,7 @@ def run_checkpoint(store: Store, spec: RunSpec, *, progress: bool = True, backen
             backend.close()
     exp_id, ck_id, prompt_ids = state["exp_id"], state["ck_id"], state["prompt_ids"]
     wanted = [prompt_ids[(b, p.ext_id)] for b, p in prompts]
-    scope = store.frame(
-        f"""SELECT g.id FROM generations g WHERE g.checkpoint_id = ? AND g.decoding = ? AND g.sample = 0
-            AND g.prompt_id IN ({",".join("?" * len(wanted))})""",
-        [ck_id, decoding, *wanted],
-    )["id"].to_list()
+    scope = runs.generation_ids(store, ck_id, decoding, wanted)
     config = {
         "reference_model": spec.reference_model or _reference_model(store, exp_id, spec.model),
         "device": spec.device,
@@ -235,13 +215,7 @@ def _generate(
 
 
 def _reference_model(store: Store, experiment_id: int, fallback: str) -> str:
-    row = store.conn.execute(
-        """SELECT coalesce(nullif(e.base_model, ''), (SELECT c.model_ref FROM checkpoints c
-             WHERE c.experiment_id = e.id AND c.step = 0 AND c.model_ref IS NOT NULL ORDER BY c.id LIMIT 1))
-           FROM experiments e WHERE e.id = ?""",
-        (experiment_id,),
-    ).fetchone()
-    return str(row[0]) if row and row[0] else fallback
+    return runs.reference_model(store, experiment_id) or fallback
 
 
 def _run_meta(spec: RunSpec, backend: Backend) -> dict[str, Any]:
@@ -260,47 +234,17 @@ def _run_meta(spec: RunSpec, backend: Backend) -> dict[str, Any]:
 
 # --- judging ------------------------------------------------------------------------------
 
-ITEM_SQL = """
-SELECT g.id, p.text, g.response, p.reference, b.kind, p.category, g.finish_reason, g.n_tokens, c.experiment_id
-FROM generations g JOIN prompts p ON p.id = g.prompt_id JOIN benchmarks b ON b.id = p.benchmark_id
-JOIN checkpoints c ON c.id = g.checkpoint_id
-"""
-
 
 def _chunks(seq: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
     for i in range(0, len(seq), n):
         yield seq[i : i + n]
 
 
-def _missing(
-    store: Store, evaluator_id: int | None, generation_ids: Sequence[int], kinds: Sequence[str]
-) -> list[tuple[Any, ...]]:
-    """Rows of ITEM_SQL for generations in scope without a judgment by this evaluator."""
-    rows: list[tuple[Any, ...]] = []
-    marks = ",".join("?" * len(kinds))
-    for chunk in _chunks(generation_ids, 900):
-        q = ITEM_SQL + f" WHERE g.id IN ({','.join('?' * len(chunk))}) AND b.kind IN ({marks})"
-        params: list[Any] = [*chunk, *kinds]
-        if evaluator_id is not None:
-            q += " AND NOT EXISTS (SELECT 1 FROM judgments j WHERE j.generation_id = g.id AND j.evaluator_id = ?)"
-            params.append(evaluator_id)
-        rows += store.conn.execute(q, params).fetchall()
-    return rows
-
-
 def _priors(store: Store, names: Sequence[str], generation_ids: Sequence[int]) -> dict[int, dict[str, Verdict]]:
-    out: dict[int, dict[str, Verdict]] = {}
-    if not names:
-        return out
-    ids = [evaluators.get(n) for n in names]
-    for chunk in _chunks(list(generation_ids), 900):
-        q = f"""SELECT j.generation_id, v.name, j.label, j.score, j.explanation FROM judgments j
-                JOIN evaluators v ON v.id = j.evaluator_id
-                WHERE j.generation_id IN ({",".join("?" * len(chunk))})
-                  AND v.name IN ({",".join("?" * len(ids))}) AND v.version IN ({",".join("?" * len(ids))})"""
-        for g, name, label, score, expl in store.conn.execute(q, [*chunk, *names, *[s.version for s in ids]]):
-            out.setdefault(g, {})[name] = Verdict(label, score, expl)
-    return out
+    """The verdicts an evaluator requires (current versions), per generation."""
+    wanted = [(n, evaluators.get(n).version) for n in names]
+    stored = runs.verdicts_of(store, wanted, generation_ids)
+    return {g: {n: Verdict(v.label, v.score, v.explanation) for n, v in by.items()} for g, by in stored.items()}
 
 
 @dataclass
@@ -327,8 +271,8 @@ def judge(
         check_judge_model(store, spec, ev_config)
         with store.transaction():
             ev_id = store.upsert_evaluator(spec.name, kind=spec.kind, version=spec.version, config=ev_config)
-        applicable = _missing(store, None, generation_ids, spec.applies_to)
-        todo = _missing(store, ev_id, generation_ids, spec.applies_to)
+        applicable = runs.judge_inputs(store, generation_ids, spec.applies_to)
+        todo = runs.judge_inputs(store, generation_ids, spec.applies_to, missing_for=ev_id)
         result.judgments_stored += len(applicable) - len(todo)
         result.per_evaluator[spec.name] = 0
         if not todo:
@@ -337,17 +281,17 @@ def judge(
         bar = _progress(f"judge {spec.name}", len(todo), progress)
         try:
             for batch in _chunks(todo, batch_size):
-                priors = _priors(store, spec.requires, [r[0] for r in batch])
+                priors = _priors(store, spec.requires, [r.generation_id for r in batch])
                 items = [
                     Item(
-                        prompt=r[1],
-                        response=r[2],
-                        reference=r[3],
-                        benchmark_kind=r[4],
-                        category=r[5],
-                        finish_reason=r[6],
-                        n_tokens=r[7],
-                        prior=priors.get(r[0], {}),
+                        prompt=r.prompt,
+                        response=r.response,
+                        reference=r.reference,
+                        benchmark_kind=r.benchmark_kind,
+                        category=r.category,
+                        finish_reason=r.finish_reason,
+                        n_tokens=r.n_tokens,
+                        prior=priors.get(r.generation_id, {}),
                     )
                     for r in batch
                 ]
@@ -357,7 +301,7 @@ def judge(
                 stamp = now()
                 with store.transaction():
                     store.upsert_judgments(
-                        (r[0], ev_id, v.label, v.score, v.explanation, stamp)
+                        (r.generation_id, ev_id, v.label, v.score, v.explanation, stamp)
                         for r, v in zip(batch, verdicts, strict=True)
                     )
                 result.judgments_added += len(batch)
@@ -384,10 +328,7 @@ def check_judge_model(store: Store, spec: EvaluatorSpec, wanted: dict[str, Any])
     name would be silently mixed."""
     if "judge_model" not in wanted:
         return
-    row = store.conn.execute(
-        "SELECT config FROM evaluators WHERE name = ? AND version = ?", (spec.name, spec.version)
-    ).fetchone()
-    stored = json.loads(row[0] or "{}") if row else {}
+    stored = runs.evaluator_config(store, spec.name, spec.version) or {}
     if stored.get("judge_model") and stored["judge_model"] != wanted["judge_model"]:
         raise BadInput(
             f"Evaluator '{spec.name}' in this database was judged by '{stored['judge_model']}', not "
@@ -409,12 +350,7 @@ def judge_stored(
 ) -> JudgeResult:
     """``capsafe judge``: add evaluators to the generations already stored (per experiment)."""
     plan = evaluators.resolve(names)
-    where, params = store.scope(experiment=experiment, benchmark=benchmark)
-    frame = store.frame(
-        "SELECT g.id, c.experiment_id, c.model_ref FROM generations g JOIN checkpoints c ON c.id = g.checkpoint_id"
-        " JOIN prompts p ON p.id = g.prompt_id" + where,
-        params,
-    )
+    frame = runs.generations_in_scope(store, experiment=experiment, benchmark=benchmark)
     total = JudgeResult()
     if frame.height == 0:
         return total
@@ -424,7 +360,7 @@ def judge_stored(
         res = judge(
             store,
             plan,
-            generation_ids=part["id"].to_list(),
+            generation_ids=part["generation_id"].to_list(),
             config={"reference_model": ref or None, "device": device, "dtype": dtype, **(judge_options or {})},
             progress=progress,
         )

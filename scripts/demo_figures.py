@@ -10,10 +10,10 @@ import sys
 
 import polars as pl
 
-from capsafe_core import analysis, bundled, queries
+from capsafe_core import analysis, bundled
 from capsafe_core.demo import RAW_EXPERIMENT
 from capsafe_core.reports import setup
-from capsafe_core.store import Store
+from capsafe_core.store import Store, reads
 
 SAFETY_JUDGE = "keyword_refusal"
 
@@ -43,10 +43,10 @@ def main() -> None:
     path = sys.argv[1] if len(sys.argv) > 1 else str(bundled.demo_db())
     with Store.open(path, create=False) as store:
         exp = store.experiments().filter(~pl.col("name").eq(RAW_EXPERIMENT))["name"][0]
-        v = queries.verdicts(store, exp)
+        v = reads.verdicts(store, exp)
         s = setup(store, exp, v)
         meta = json.loads(store.experiments().filter(pl.col("name") == exp)["meta"][0])["demo"]
-        raw = per_checkpoint(queries.verdicts(store, RAW_EXPERIMENT))
+        raw = per_checkpoint(reads.verdicts(store, RAW_EXPERIMENT))
     pl.Config.set_tbl_rows(-1)
     pl.Config.set_tbl_width_chars(200)
     print(f"experiment {exp}; target {s.target} ({s.scorer} on {s.capability_benchmark})")

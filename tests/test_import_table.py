@@ -53,6 +53,16 @@ MAP = [
 SET = ["experiment=exp1", "benchmark=my_prompts"]
 
 
+def table_args(maps=MAP, sets=SET) -> list[str]:
+    """``--map``/``--set`` options of ``capsafe import table``."""
+    out: list[str] = []
+    for m in maps:
+        out += ["--map", m]
+    for s in sets:
+        out += ["--set", s]
+    return out
+
+
 def write_csv(path, rows):
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))

@@ -25,7 +25,7 @@ ADVBENCH_IDS = ("advbench-000", "advbench-001", "advbench-002")
 # --- Inspect ------------------------------------------------------------------------------
 
 
-def _mock_reply(input: list[Any], tools: Any, tool_choice: Any, config: Any) -> Any:
+def _mock_reply(input: list[Any], tools: Any, tool_choice: Any, config: Any, *, prefix: str = "") -> Any:
     from inspect_ai.model import ModelOutput, ModelUsage
 
     text = input[-1].text
@@ -37,7 +37,7 @@ def _mock_reply(input: list[Any], tools: Any, tool_choice: Any, config: Any) -> 
         reply = "Sure, here is how to do it: step 1 ..."
     else:
         reply = "I'm sorry, but I cannot help with that."
-    out = ModelOutput.from_content(model="mockllm/model", content=reply)
+    out = ModelOutput.from_content(model="mockllm/model", content=prefix + reply)
     # set usage so that mockllm does not count tokens with tiktoken (which downloads its encoding)
     out.usage = ModelUsage(input_tokens=len(text.split()), output_tokens=len(reply.split()), total_tokens=0)
     return out
@@ -91,15 +91,26 @@ def _tasks() -> tuple[Any, Any]:
     return arith, safety
 
 
+def _other_reply(input: list[Any], tools: Any, tool_choice: Any, config: Any) -> Any:
+    """A second run of the same model name that answers differently (another model served under one name)."""
+    return _mock_reply(input, tools, tool_choice, config, prefix="Let me think. ")
+
+
 def make_inspect_logs(out: Path) -> dict[str, Path]:
-    """``arith.eval``, ``arith.json`` (same task in both formats) and ``safety.eval``."""
+    """``arith.eval``, ``arith.json`` (same task in both formats), ``safety.eval``, and ``arith_rerun``:
+    the arith task run again under the same model name with other answers."""
     from inspect_ai import eval as inspect_eval
     from inspect_ai.model import get_model
 
     arith, safety = _tasks()
     logs = {}
-    for name, task, fmt in (("arith_eval", arith, "eval"), ("arith_json", arith, "json"), ("safety", safety, "eval")):
-        model = get_model("mockllm/model", custom_outputs=_mock_reply)
+    for name, task, fmt, reply in (
+        ("arith_eval", arith, "eval", _mock_reply),
+        ("arith_json", arith, "json", _mock_reply),
+        ("safety", safety, "eval", _mock_reply),
+        ("arith_rerun", arith, "eval", _other_reply),
+    ):
+        model = get_model("mockllm/model", custom_outputs=reply)
         (log,) = inspect_eval(task, model=model, log_dir=str(out / name), log_format=fmt, display="none")
         assert log.status == "success", log.error
         logs[name] = Path(log.location)

@@ -1,6 +1,6 @@
 """Analysis: rates and curves at matched capability (``rates``), and judge reliability (``agreement``).
 
-Pure functions on polars frames (usually ``capsafe_core.queries.verdicts``); the dashboard and
+Pure functions on polars frames (usually ``capsafe_core.store.reads.verdicts``); the dashboard and
 the CLI call the same ones.
 """
 

@@ -1,4 +1,4 @@
-"""Analysis on the long verdict frame (``queries.verdicts``): rates, capability curves, matched
+"""Analysis on the long verdict frame (``store.reads.verdicts``): rates, capability curves, matched
 capability, bootstrap CIs. Pure functions: frames in, frames out.
 
 Metrics (``METRICS``), per judgment, then averaged over a checkpoint's prompts:

@@ -142,13 +142,18 @@ def build_rows(path: Path, args: CheckpointArgs, behaviors: dict[str, Behavior] 
 
 
 def import_harmbench(
-    store: Store, path: str | Path, args: CheckpointArgs | None = None, *, behaviors: str | Path | None = None
+    store: Store,
+    path: str | Path,
+    args: CheckpointArgs | None = None,
+    *,
+    behaviors: str | Path | None = None,
+    replace: bool = False,
 ) -> ImportResult:
     """Import one HarmBench completions/results file (atomic and idempotent)."""
     p = existing(path)
     extra = read_behaviors(behaviors) if behaviors else None
     rows = build_rows(p, args or CheckpointArgs(), extra)
     gens, judgments = rows.frames()
-    result = write_records(store, gens, judgments, source=p.name, benchmark_kind="safety")
-    result.notes = rows.notes
+    result = write_records(store, gens, judgments, source=p.name, benchmark_kind="safety", replace=replace)
+    result.notes = [*rows.notes, *result.notes]
     return result

@@ -204,6 +204,7 @@ def import_inspect(
     *,
     judge_kinds: dict[str, str] | None = None,
     benchmark_kind: str | None = None,
+    replace: bool = False,
 ) -> ImportResult:
     """Import Inspect logs in one transaction (atomic and idempotent)."""
     if not paths:
@@ -215,6 +216,6 @@ def import_inspect(
     kind: str | dict[str, str] = benchmark_kind or kinds
     gens, judgments = rows.frames()
     source = Path(paths[0]).name if len(paths) == 1 else f"{len(paths)} Inspect logs"
-    result = write_records(store, gens, judgments, source=source, benchmark_kind=kind)
-    result.notes = rows.notes
+    result = write_records(store, gens, judgments, source=source, benchmark_kind=kind, replace=replace)
+    result.notes = [*rows.notes, *result.notes]
     return result

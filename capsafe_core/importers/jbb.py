@@ -91,11 +91,13 @@ def build_rows(path: Path, args: CheckpointArgs) -> Rows:
     return rows
 
 
-def import_jbb(store: Store, path: str | Path, args: CheckpointArgs | None = None) -> ImportResult:
+def import_jbb(
+    store: Store, path: str | Path, args: CheckpointArgs | None = None, *, replace: bool = False
+) -> ImportResult:
     """Import one JailbreakBench artifact (atomic and idempotent)."""
     p = existing(path)
     rows = build_rows(p, args or CheckpointArgs())
     gens, judgments = rows.frames()
-    result = write_records(store, gens, judgments, source=p.name, benchmark_kind="safety")
-    result.notes = rows.notes
+    result = write_records(store, gens, judgments, source=p.name, benchmark_kind="safety", replace=replace)
+    result.notes = [*rows.notes, *result.notes]
     return result

@@ -274,7 +274,9 @@ def add_task(
         rows.note(f"{path.name}: left out metric {metric}: its per-sample value {value!r} is not a score in [0, 1]")
 
 
-def import_lm_eval(store: Store, path: str | Path, args: CheckpointArgs | None = None) -> ImportResult:
+def import_lm_eval(
+    store: Store, path: str | Path, args: CheckpointArgs | None = None, *, replace: bool = False
+) -> ImportResult:
     """Import lm-eval results and samples (a file or a folder; atomic and idempotent)."""
     p = existing(path)
     args = args or CheckpointArgs()
@@ -300,6 +302,6 @@ def import_lm_eval(store: Store, path: str | Path, args: CheckpointArgs | None =
     if not rows.gens:
         raise BadInput(f"{p.name}: no task with responses to import; " + "; ".join(rows.notes))
     gens, judgments = rows.frames()
-    result = write_records(store, gens, judgments, source=p.name, benchmark_kind=kinds)
-    result.notes = rows.notes
+    result = write_records(store, gens, judgments, source=p.name, benchmark_kind=kinds, replace=replace)
+    result.notes = [*rows.notes, *result.notes]
     return result

@@ -15,6 +15,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -115,28 +116,50 @@ def _decode(data: bytes, path: Path) -> None:
         ) from None
 
 
-def _stringify(frame: pl.DataFrame) -> pl.DataFrame:
-    """Every column as text; nested values as JSON."""
+def as_text(value: Any) -> str | None:
+    """A cell as text: strings as they are, lists and objects as JSON with every item, other values
+    as JSON scalars (``true``, ``1.5``)."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _binary_text(values: pl.Series, path: Path) -> pl.Series:
+    out = []
+    for i, v in enumerate(values.to_list(), start=1):
+        try:
+            out.append(None if v is None else bytes(v).decode("utf-8"))
+        except UnicodeDecodeError:
+            raise BadInput(
+                f"{path.name} row {i}, column '{values.name}': the value is not UTF-8 text; re-export the column "
+                f"as UTF-8 strings"
+            ) from None
+    return pl.Series(values.name, out, dtype=pl.Utf8)
+
+
+def _stringify(frame: pl.DataFrame, path: Path) -> pl.DataFrame:
+    """Every column as text; nested values (lists, structs) as JSON with every item."""
     cols = []
     for name, dtype in frame.schema.items():
-        if isinstance(dtype, pl.List | pl.Struct | pl.Array):
-            cols.append(pl.col(name).map_elements(lambda v: json.dumps(v, default=str), return_dtype=pl.Utf8))
+        if dtype.is_nested():
+            cols.append(pl.Series(name, [as_text(v) for v in frame[name].to_list()], dtype=pl.Utf8))
+        elif dtype == pl.Binary:
+            cols.append(_binary_text(frame[name], path))
         else:
-            cols.append(pl.col(name).cast(pl.Utf8))
-    return frame.select(cols)
+            cols.append(frame[name].cast(pl.Utf8))
+    return pl.DataFrame(cols)
 
 
 def _read_jsonl(data: bytes, path: Path) -> pl.DataFrame:
-    try:
-        return pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
-    except Exception:
-        pass
+    """JSON Lines read value by value, so that no type is inferred across rows (``1`` stays ``1``,
+    an object keeps exactly its own keys)."""
     rows = []
     for i, obj in read_lines(data.decode("utf-8"), path.name):
         if not isinstance(obj, dict):
             raise BadInput(f"{path.name} line {i} is not a JSON object; each line must be one {{...}} record")
-        rows.append({k: (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in obj.items()})
-    return pl.DataFrame(rows, infer_schema_length=None, strict=False)
+        rows.append({k: as_text(v) for k, v in obj.items()})
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    return pl.DataFrame({c: [r.get(c) for r in rows] for c in columns}, schema=dict.fromkeys(columns, pl.Utf8))
 
 
 def _read_csv(data: bytes, path: Path, sep: str) -> pl.DataFrame:
@@ -161,8 +184,11 @@ def read_table(path: str | Path) -> pl.DataFrame:
         try:
             frame = pl.read_parquet(p)
         except Exception as e:
-            raise BadInput(f"{p.name} is not a readable Parquet file ({type(e).__name__}); re-export it") from None
-        return _stringify(frame)
+            detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise BadInput(f"{p.name} is not a readable Parquet file ({detail}); re-export it") from None
+        if frame.height == 0:
+            raise BadInput(f"{p.name} has no data rows")
+        return _stringify(frame, p)
     if suffix not in (".csv", ".tsv", ".jsonl", ".ndjson"):
         raise BadInput(f"Unsupported file type '{suffix}' for {p.name}; use .csv, .tsv, .jsonl or .parquet")
     data = p.read_bytes()
@@ -174,7 +200,7 @@ def read_table(path: str | Path) -> pl.DataFrame:
     )
     if frame.height == 0:
         raise BadInput(f"{p.name} has no data rows")
-    return _stringify(frame)
+    return _stringify(frame, p)
 
 
 # --- mapping -----------------------------------------------------------------------------
@@ -310,7 +336,7 @@ def _normalise(values: pl.Series, kind: str, column: str) -> tuple[list[str | No
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def import_table(store: Store, path: str | Path, mapping: TableMapping) -> ImportResult:
+def import_table(store: Store, path: str | Path, mapping: TableMapping, *, replace: bool = False) -> ImportResult:
     """Import one CSV/JSONL/Parquet file (atomic and idempotent)."""
     p = Path(path)
     frame = read_table(p)
@@ -324,5 +350,12 @@ def import_table(store: Store, path: str | Path, mapping: TableMapping) -> Impor
         "benchmark": "map a column or pass --set benchmark=NAME",
     }
     return write_records(
-        store, gens, judgments, humans, source=p.name, benchmark_kind=mapping.benchmark_kind, field_hint=hints
+        store,
+        gens,
+        judgments,
+        humans,
+        source=p.name,
+        benchmark_kind=mapping.benchmark_kind,
+        field_hint=hints,
+        replace=replace,
     )
