@@ -157,7 +157,8 @@ def _text_matches(store: Store, bid: int, part: pl.DataFrame) -> dict[str, str]:
     out: dict[str, str] = {}
     for ext, (_, text) in store_imports.prompt_texts(store, bid).items():
         out.setdefault(benchmarks.normalize_text(text), ext)
-    for pid, text in part.filter(pl.col("prompt_id").is_not_null()).select("prompt_id", "prompt").iter_rows():
+    ided = part.filter(pl.col("prompt_id").is_not_null()).select("prompt_id", "prompt").unique(maintain_order=True)
+    for pid, text in ided.iter_rows():
         if text is not None:
             out.setdefault(benchmarks.normalize_text(text), pid)
     return out
@@ -197,18 +198,20 @@ def _own_ext_ids(
             f"benchmark; map a column to prompt"
         )
     by_text = _text_matches(store, bid, part)
+    texts_only = part.filter(pl.col("prompt_id").is_null())["prompt"].unique().to_list()
+    by_prompt = {t: by_text.get(benchmarks.normalize_text(t)) or text_id(t) for t in texts_only}
     part = part.with_columns(
-        pl.when(pl.col("prompt_id").is_not_null())
-        .then(pl.col("prompt_id"))
-        .otherwise(
-            pl.col("prompt").map_elements(
-                lambda t: by_text.get(benchmarks.normalize_text(t)) or text_id(t), return_dtype=pl.Utf8
-            )
-        )
-        .alias("ext_id")
+        pl.coalesce(pl.col("prompt_id"), pl.col("prompt").replace_strict(by_prompt, default=None)).alias("ext_id")
     )
-    norm = pl.col("prompt").map_elements(benchmarks.normalize_text, return_dtype=pl.Utf8)
-    clash = part.group_by("ext_id").agg(norm.n_unique().alias("n"), pl.col("row").sort()).filter(pl.col("n") > 1)
+    pairs = part.select("ext_id", "prompt").unique()
+    pairs = pairs.with_columns(pl.Series("norm", [benchmarks.normalize_text(t) for t in pairs["prompt"]]))
+    twice = pairs.group_by("ext_id").agg(pl.col("norm").n_unique().alias("n")).filter(pl.col("n") > 1)
+    clash = (
+        part.join(twice.select("ext_id"), on="ext_id", how="semi")
+        .group_by("ext_id")
+        .agg(pl.col("row").sort())
+        .sort(pl.col("row").list.first())
+    )
     if clash.height:
         rows = clash["row"][0].to_list()
         raise BadInput(
@@ -268,7 +271,7 @@ def _checkpoints(store: Store, gens: pl.DataFrame, exp_ids: dict[str, int], adde
 
 
 def _write_judgments(
-    store: Store, judgments: pl.DataFrame, row_to_gen: pl.DataFrame, stamp: str, *, replace: bool
+    store: Store, judgments: pl.DataFrame, row_to_gen: pl.DataFrame, stamp: str, *, replace: bool, new: bool
 ) -> Written:
     ev = judgments.select("evaluator", "kind", "version").unique(["evaluator", "version"], keep="first")
     ev_ids = pl.DataFrame(
@@ -276,8 +279,12 @@ def _write_judgments(
         schema={"evaluator": pl.Utf8, "version": pl.Utf8, "evaluator_id": pl.Int64},
         orient="row",
     )
-    j = judgments.join(row_to_gen, on="row", how="inner").join(ev_ids, on=["evaluator", "version"])
-    written = store_imports.write_judgments(store, j, created_at=stamp, replace=replace)
+    j = (
+        judgments.join(row_to_gen, on="row", how="inner")
+        .join(ev_ids, on=["evaluator", "version"])
+        .sort("generation_id", "evaluator_id")  # primary-key order: appends, not scattered B-tree inserts
+    )
+    written = store_imports.write_judgments(store, j, created_at=stamp, replace=replace, new_generations=new)
     if written.conflicts:
         raise _refuse(
             written.conflicts,
@@ -335,7 +342,8 @@ def write_records(
         gens = gens.join(gen_ids, on=["checkpoint_id", "prompt_db_id", "sample", "decoding"], how="left")
         row_to_gen = gens.select("row", "generation_id")
         if judgments.height:
-            jw = _write_judgments(store, judgments, row_to_gen, stamp, replace=replace)
+            new = written.added == gens.height  # every generation is new: none has a stored verdict
+            jw = _write_judgments(store, judgments, row_to_gen, stamp, replace=replace, new=new)
             added["judgments"] = jw.added
             if jw.replaced:
                 notes.append(f"Replaced {jw.replaced} stored verdicts that differed")

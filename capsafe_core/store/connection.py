@@ -20,6 +20,7 @@ from capsafe_core.store import schema
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 DEFAULT_BUSY_TIMEOUT = 30.0
+WRITE_CACHE_KIB = 128 * 1024  # page cache of a writing connection: large imports stay in memory (bench/import.py)
 
 
 class DatabaseBusy(CapsafeError):
@@ -151,6 +152,7 @@ def connect_write(path: Path | str, *, timeout: float | None = None) -> sqlite3.
             if not memory:
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(f"PRAGMA cache_size = {-WRITE_CACHE_KIB}")
         except BaseException:
             conn.close()
             raise

@@ -8,7 +8,7 @@ rolls back) unless the user asked to replace generations. Counts are of rows thi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,6 +96,11 @@ def write_prompts(
     return ids, Written(added=new.height)
 
 
+def _rows(frame: pl.DataFrame) -> Iterator[tuple[Any, ...]]:
+    """A frame's rows as tuples for ``executemany`` (column lists zipped: faster than ``iter_rows``)."""
+    return zip(*(frame[c].to_list() for c in frame.columns), strict=True)
+
+
 def _stage(store: Store, name: str, columns: Sequence[str], rows: Any) -> None:
     """A temporary table of incoming rows, to compare them with the stored ones in one join."""
     store.conn.execute(f"DROP TABLE IF EXISTS temp.{name}")
@@ -114,7 +119,7 @@ def write_generations(store: Store, gens: pl.DataFrame, *, created_at: str, repl
                                     finish_reason, created_at)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT(checkpoint_id, prompt_id, decoding, sample) DO NOTHING""",
-        gens.select(*cols, pl.lit(created_at)).iter_rows(),
+        _rows(gens.select(*cols, pl.lit(created_at))),
     )
     added = max(cur.rowcount, 0)
     if added == gens.height:
@@ -156,35 +161,37 @@ def write_generations(store: Store, gens: pl.DataFrame, *, created_at: str, repl
 
 
 def generation_ids(store: Store, keys: pl.DataFrame) -> pl.DataFrame:
-    """``checkpoint_id, prompt_db_id, sample, decoding`` → ``generation_id`` for stored generations."""
-    cols = ["checkpoint_id", "prompt_db_id", "sample", "decoding"]
-    _stage(store, "generation_keys", cols, keys.select(cols).unique().iter_rows())
-    rows = store.conn.execute(
-        """SELECT k.checkpoint_id, k.prompt_db_id, k.sample, k.decoding, g.id FROM temp.generation_keys k
-           JOIN generations g ON g.checkpoint_id = k.checkpoint_id AND g.prompt_id = k.prompt_db_id
-                             AND g.decoding = k.decoding AND g.sample = k.sample"""
-    ).fetchall()
-    return pl.DataFrame(
-        rows,
-        schema={
-            "checkpoint_id": pl.Int64,
-            "prompt_db_id": pl.Int64,
-            "sample": pl.Int64,
-            "decoding": pl.Utf8,
-            "generation_id": pl.Int64,
-        },
-        orient="row",
-    )
+    """``checkpoint_id, prompt_db_id, sample, decoding`` → ``generation_id`` of the stored generations of the
+    checkpoints and decodings in ``keys`` (one indexed query per checkpoint and decoding)."""
+    schema = {
+        "checkpoint_id": pl.Int64,
+        "prompt_db_id": pl.Int64,
+        "sample": pl.Int64,
+        "decoding": pl.Utf8,
+        "generation_id": pl.Int64,
+    }
+    rows: list[tuple[Any, ...]] = []
+    for ck, decoding in keys.select("checkpoint_id", "decoding").unique().iter_rows():
+        cur = store.conn.execute(
+            "SELECT prompt_id, sample, id FROM generations WHERE checkpoint_id = ? AND decoding = ?", (ck, decoding)
+        )
+        rows += [(ck, p, smp, decoding, g) for p, smp, g in cur]
+    return pl.DataFrame(rows, schema=schema, orient="row")
 
 
-def write_judgments(store: Store, judgments: pl.DataFrame, *, created_at: str, replace: bool = False) -> Written:
+def write_judgments(
+    store: Store, judgments: pl.DataFrame, *, created_at: str, replace: bool = False, new_generations: bool = False
+) -> Written:
     """Add verdicts (``row, generation_id, evaluator_id, label, score, explanation``). A stored verdict of
-    the same evaluator on the same generation that differs is a conflict, or with ``replace`` is replaced."""
+    the same evaluator on the same generation that differs is a conflict, or with ``replace`` is replaced.
+    ``new_generations``: every generation was added in this transaction, so none has a stored verdict and
+    a plain INSERT (a quarter faster than one with a conflict clause) does."""
     cols = ["generation_id", "evaluator_id", "label", "score", "explanation"]
+    conflict = "" if new_generations else " ON CONFLICT(generation_id, evaluator_id) DO NOTHING"
     cur = store.conn.executemany(
-        """INSERT INTO judgments (generation_id, evaluator_id, label, score, explanation, created_at)
-           VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(generation_id, evaluator_id) DO NOTHING""",
-        judgments.select(*cols, pl.lit(created_at)).iter_rows(),
+        "INSERT INTO judgments (generation_id, evaluator_id, label, score, explanation, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?)" + conflict,
+        _rows(judgments.select(*cols, pl.lit(created_at))),
     )
     added = max(cur.rowcount, 0)
     if added == judgments.height:
