@@ -108,7 +108,9 @@ def open_store(db_path: str, *, create: bool = False, read_only: bool = False):
     """The database for a command: reading commands open it read-only (also in a read-only folder)."""
     from capsafe_core.store import Store
 
-    return Store.open(resolve_db(db_path), create=create, read_only=read_only)
+    ctx = click.get_current_context(silent=True)
+    timeout = ctx.find_root().params.get("busy_timeout") if ctx else None
+    return Store.open(resolve_db(db_path), create=create, read_only=read_only, timeout=timeout)
 
 
 def replace_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -155,12 +157,8 @@ def cli(busy_timeout: float | None) -> None:
       capsafe init --db results.db
       capsafe ls benchmarks
     """
-    if busy_timeout is not None:
-        import os
-
-        if busy_timeout < 0:
-            raise click.BadParameter("must be 0 or more", param_hint="--busy-timeout")
-        os.environ["CAPSAFE_BUSY_TIMEOUT"] = str(busy_timeout)
+    if busy_timeout is not None and busy_timeout < 0:
+        raise click.BadParameter("must be 0 or more", param_hint="--busy-timeout")
 
 
 @cli.command()
