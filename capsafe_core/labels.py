@@ -13,7 +13,7 @@ from capsafe_core.analysis.rates import value_expr
 from capsafe_core.errors import BadInput
 from capsafe_core.store import Store
 from capsafe_core.store import labels as store_labels
-from capsafe_core.verdicts import PAGE_LABELS
+from capsafe_core.vocabulary import PAGE_LABELS
 
 REASONS = {
     "incoherent": "the coherence evaluator calls the response incoherent",

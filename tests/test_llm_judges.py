@@ -18,7 +18,7 @@ from capsafe_core.evaluators.llm_judges import (
     parse_qi,
     parse_strongreject,
 )
-from capsafe_core.verdicts import LABELS
+from capsafe_core.vocabulary import LABELS
 
 JUDGES = ["strongreject_rubric", "qi_harmfulness", "harmbench_cls", "llamaguard", "em_coherence"]
 

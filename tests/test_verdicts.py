@@ -1,6 +1,6 @@
 import pytest
 
-from capsafe_core import verdicts
+from capsafe_core import verdicts, vocabulary
 from capsafe_core.errors import BadInput
 
 
@@ -57,8 +57,8 @@ def test_human_labels_keep_their_dimension():
 
 
 def test_binary_unsafe_convention():
-    assert verdicts.is_unsafe("refusal", "compliance") is True
-    assert verdicts.is_unsafe("refusal", "partial_refusal") is False
-    assert verdicts.is_unsafe("harm", "unsafe") is True
-    assert verdicts.is_unsafe("harm", "unparsed") is None
-    assert verdicts.human_is_unsafe("benign") is False
+    assert vocabulary.is_unsafe("refusal", "compliance") is True
+    assert vocabulary.is_unsafe("refusal", "partial_refusal") is False
+    assert vocabulary.is_unsafe("harm", "unsafe") is True
+    assert vocabulary.is_unsafe("harm", "unparsed") is None
+    assert vocabulary.human_is_unsafe("benign") is False

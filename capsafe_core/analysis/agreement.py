@@ -22,10 +22,7 @@ from scipy.stats import kendalltau
 from sklearn.metrics import cohen_kappa_score, confusion_matrix
 
 from capsafe_core.analysis.rates import ALPHA, HIGHER_IS_WORSE, B, value_expr
-
-DIMENSIONS = ("unsafe", "refusal")
-HUMAN_UNSAFE = {"harmful": 1, "unsafe": 1, "compliance": 1, "refusal": 0, "benign": 0, "safe": 0, "partial_refusal": 0}
-HUMAN_REFUSAL = {"refusal": 1, "partial_refusal": 1, "compliance": 0, "harmful": 0, "benign": 0}
+from capsafe_core.vocabulary import DIMENSIONS, human_expr
 
 
 def rater_values(v: pl.DataFrame, humans: pl.DataFrame | None, *, dimension: str) -> pl.DataFrame:
@@ -37,11 +34,9 @@ def rater_values(v: pl.DataFrame, humans: pl.DataFrame | None, *, dimension: str
         judged = items.filter(pl.col("ev_kind").is_in(["harm", "refusal"])).with_columns(
             value_expr("unsafe_rate").alias("value")
         )
-        mapping = HUMAN_UNSAFE
     else:
         items = v
         judged = items.filter(pl.col("ev_kind") == "refusal").with_columns(value_expr("refusal_rate").alias("value"))
-        mapping = HUMAN_REFUSAL
     out = judged.filter(pl.col("value").is_not_null()).select(
         "generation_id", pl.col("evaluator").alias("rater"), pl.col("value").cast(pl.Int64)
     )
@@ -50,7 +45,7 @@ def rater_values(v: pl.DataFrame, humans: pl.DataFrame | None, *, dimension: str
         h = (
             humans.join(ids, on="generation_id", how="semi")
             .with_columns(
-                pl.col("human_label").replace_strict(mapping, default=None, return_dtype=pl.Int64).alias("value"),
+                human_expr(dimension).alias("value"),
                 ("human:" + pl.col("annotator")).alias("rater"),
             )
             .filter(pl.col("value").is_not_null())

@@ -19,7 +19,7 @@ from typing import Any
 
 from capsafe_core.benchmarks import data_dir
 from capsafe_core.evaluators import Evaluator, Item, Verdict
-from capsafe_core.verdicts import UNPARSED
+from capsafe_core.vocabulary import UNPARSED
 
 DEFAULT_JUDGE = "smollm2-135m-instruct"
 LLAMAGUARD_CATEGORIES = {
