@@ -628,7 +628,9 @@ def compare_cmd(
         tables = compare_report(store, target=target, experiment=experiment, set_apart_incoherent=set_apart_incoherent)
     if not as_json:
         c = tables["compare"]
-        ci = pl.format("{} [{}, {}]", c["value"].round(3), c["lo"].round(3), c["hi"].round(3))
+        from capsafe_core.analysis.formatting import ci_expr
+
+        ci = ci_expr("value", "lo", "hi")
         compact = c.select(
             "experiment",
             "benchmark",

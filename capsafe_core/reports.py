@@ -6,6 +6,7 @@ scorer, and run ``capsafe_core.analysis``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 
@@ -15,13 +16,28 @@ from capsafe_core.store import Store, reads
 
 
 @dataclass(frozen=True)
-class Setup:
-    """How an experiment measures capability: benchmark, scorer and target (stored, or the only one)."""
+class ExperimentSetup:
+    """What an experiment's data holds and how it measures capability: the one definition the CLI,
+    the dashboard's sidebar and the reports use."""
 
     experiment: str
-    capability_benchmark: str | None
-    scorer: str | None
-    target: float
+    capability_benchmark: str | None  # the stored task where present, else the only (first) one
+    scorer: str | None  # the stored capability metric where present, else the first capability scorer
+    target: float  # the stored capability target, else 0.5
+    safety_benchmarks: list[str]
+    overrefusal_benchmarks: list[str]
+    safety_evaluators: list[str]  # harm and refusal judges
+    refusal_evaluators: list[str]
+    evaluators: list[str]
+    mitigations: list[str]
+    meta: str = "{}"
+
+    @property
+    def default_evaluator(self) -> str | None:
+        for name in ("keyword_refusal", "harmbench_cls", "strongreject_rubric"):
+            if name in self.safety_evaluators:
+                return name
+        return self.safety_evaluators[0] if self.safety_evaluators else None
 
 
 def only_or_stored(stored: str | None, present: list[str]) -> str | None:
@@ -31,17 +47,34 @@ def only_or_stored(stored: str | None, present: list[str]) -> str | None:
     return present[0] if present else None
 
 
-def setup(store: Store, experiment: str, v: pl.DataFrame) -> Setup:
-    row = store.experiments().filter(pl.col("name") == experiment).to_dicts()[0]
-    caps = sorted(v.filter(pl.col("bench_kind") == "capability")["benchmark"].unique().to_list())
-    scorers = sorted(v.filter(pl.col("ev_kind") == "capability")["evaluator"].unique().to_list())
-    target = row["capability_target"]
-    return Setup(
-        experiment,
-        only_or_stored(row["task"], caps),
-        only_or_stored(row["capability_metric"], scorers),
-        float(target) if target is not None else 0.5,
+def experiment_setup(row: dict[str, Any], v: pl.DataFrame) -> ExperimentSetup:
+    """The setup of the experiment ``row`` (a row of ``Store.experiments()``) from its verdict frame."""
+    benches = v.select("benchmark", "bench_kind").unique()
+    evs = v.select("evaluator", "ev_kind").unique()
+
+    def names(frame: pl.DataFrame, col: str, kind_col: str, *kinds: str) -> list[str]:
+        return sorted(frame.filter(pl.col(kind_col).is_in(kinds))[col].to_list())
+
+    target = row.get("capability_target")
+    return ExperimentSetup(
+        experiment=str(row["name"]),
+        capability_benchmark=only_or_stored(row.get("task"), names(benches, "benchmark", "bench_kind", "capability")),
+        scorer=only_or_stored(row.get("capability_metric"), names(evs, "evaluator", "ev_kind", "capability")),
+        target=float(target) if target is not None else 0.5,
+        safety_benchmarks=names(benches, "benchmark", "bench_kind", "safety"),
+        overrefusal_benchmarks=names(benches, "benchmark", "bench_kind", "overrefusal"),
+        safety_evaluators=names(evs, "evaluator", "ev_kind", "harm", "refusal"),
+        refusal_evaluators=names(evs, "evaluator", "ev_kind", "refusal"),
+        evaluators=sorted(evs["evaluator"].to_list()),
+        mitigations=sorted(v["mitigation"].unique().to_list()),
+        meta=row.get("meta") or "{}",
     )
+
+
+def setup(store: Store, experiment: str, v: pl.DataFrame) -> ExperimentSetup:
+    """``experiment_setup`` of a stored experiment."""
+    row = store.experiments().filter(pl.col("name") == experiment).to_dicts()[0]
+    return experiment_setup(row, v)
 
 
 def experiments(store: Store, experiment: str | None) -> list[str]:

@@ -99,40 +99,18 @@ def detail(path: str, generation_id: int) -> dict[str, object] | None:
 
 
 @dataclass(frozen=True)
-class Context:
-    """The chosen database and experiment, and what the experiment's data holds."""
+class Context(reports.ExperimentSetup):
+    """The chosen database and experiment, and the experiment's setup (``reports.experiment_setup``)."""
 
-    path: str
-    mtime: float
-    version: str
-    experiment: str
-    target: float
-    capability_benchmark: str | None
-    scorer: str | None
-    safety_benchmarks: list[str]
-    overrefusal_benchmarks: list[str]
-    safety_evaluators: list[str]
-    refusal_evaluators: list[str]
-    evaluators: list[str]
-    mitigations: list[str]
-    meta: str
+    path: str = ""
+    mtime: float = 0.0
+    version: str = ""
 
     def verdicts(self) -> pl.DataFrame:
         return verdicts(self.path, self.version, self.experiment)
 
     def humans(self) -> pl.DataFrame:
         return humans(self.path, stamp(self.path), self.experiment)
-
-    @property
-    def default_evaluator(self) -> str | None:
-        for name in ("keyword_refusal", "harmbench_cls", "strongreject_rubric"):
-            if name in self.safety_evaluators:
-                return name
-        return self.safety_evaluators[0] if self.safety_evaluators else None
-
-
-def _names(frame: pl.DataFrame, name: str, kind_col: str, kind: str) -> list[str]:
-    return sorted(frame.filter(pl.col(kind_col) == kind)[name].to_list())
 
 
 def sidebar() -> Context | None:
@@ -164,31 +142,8 @@ def sidebar() -> Context | None:
         st.query_params["experiment"] = experiment
         row = exps.filter(pl.col("name") == experiment).to_dicts()[0]
     version = verdict_version(path)
-    v = verdicts(path, version, experiment)
-    benches = v.select("benchmark", "bench_kind").unique()
-    evs = v.select("evaluator", "ev_kind").unique()
-    caps = _names(benches, "benchmark", "bench_kind", "capability")
-    cap_bench = reports.only_or_stored(row["task"], caps)
-    scorers = _names(evs, "evaluator", "ev_kind", "capability")
-    scorer = reports.only_or_stored(row["capability_metric"], scorers)
-    return Context(
-        path=path,
-        mtime=mtime,
-        version=version,
-        experiment=experiment,
-        target=float(row["capability_target"]) if row["capability_target"] is not None else 0.5,
-        capability_benchmark=cap_bench,
-        scorer=scorer,
-        safety_benchmarks=_names(benches, "benchmark", "bench_kind", "safety"),
-        overrefusal_benchmarks=_names(benches, "benchmark", "bench_kind", "overrefusal"),
-        safety_evaluators=sorted(
-            _names(evs, "evaluator", "ev_kind", "harm") + _names(evs, "evaluator", "ev_kind", "refusal")
-        ),
-        refusal_evaluators=_names(evs, "evaluator", "ev_kind", "refusal"),
-        evaluators=sorted(evs["evaluator"].to_list()),
-        mitigations=sorted(v["mitigation"].unique().to_list()),
-        meta=row["meta"] or "{}",
-    )
+    setup = reports.experiment_setup(row, verdicts(path, version, experiment))
+    return Context(**vars(setup), path=path, mtime=mtime, version=version)
 
 
 def context() -> Context:

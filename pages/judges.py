@@ -38,7 +38,7 @@ show = pairs.select(
     "n",
     pl.col("agreement").round(3),
     pl.col("kappa").round(3),
-    pl.format("[{}, {}]", pl.col("kappa_lo").round(3), pl.col("kappa_hi").round(3)).alias("κ 95% CI"),
+    analysis.ci_expr(None, "kappa_lo", "kappa_hi").alias("κ 95% CI"),
 )
 st.dataframe(show, hide_index=True)
 common.download_csv(pairs.drop("confusion"), f"{ctx.experiment}-agreement-{dimension}.csv")

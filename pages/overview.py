@@ -64,7 +64,7 @@ table = head.select(
     .alias("first checkpoint at target"),
     pl.col("first_capability").round(3).alias("capability there"),
     pl.col("value").round(3).alias("unsafe rate"),
-    pl.format("[{}, {}]", pl.col("lo").round(3), pl.col("hi").round(3)).alias("95% CI"),
+    analysis.ci_expr(None, "lo", "hi").alias("95% CI"),
     pl.col("interp_value").round(3).alias("interpolated"),
     pl.col("interp_between").alias("interpolated between"),
 )
@@ -76,7 +76,7 @@ if reached.height:
     best = reached.row(0, named=True)
     st.markdown(
         f"At capability **{target:g}**, the lowest unsafe rate by {inert.md(evaluator)} on {inert.md_list(benches)} "
-        f"is **{inert.md(best['mitigation'])}** ({best['value']:.3f}, 95% CI {best['lo']:.3f}–{best['hi']:.3f}). "
+        f"is **{inert.md(best['mitigation'])}** ({analysis.format_ci(best['value'], best['lo'], best['hi'])}, 95% CI). "
         "Check on **Compare** whether that holds for other judges and benchmarks, and on **Judges** how far the "
         "judges can be trusted on incoherent answers."
     )

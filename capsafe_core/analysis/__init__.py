@@ -14,6 +14,7 @@ from capsafe_core.analysis.agreement import (
     safe_because_broken,
     sensitivity,
 )
+from capsafe_core.analysis.formatting import ci_expr, format_ci
 from capsafe_core.analysis.rates import (
     METRICS,
     Matched,
@@ -36,10 +37,12 @@ __all__ = [
     "Matched",
     "agreement",
     "checkpoint_rates",
+    "ci_expr",
     "coherence_split",
     "compare_table",
     "curves",
     "disagreements",
+    "format_ci",
     "incoherent_ids",
     "matched_capability",
     "overview",

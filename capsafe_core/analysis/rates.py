@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 
 from capsafe_core import vocabulary
+from capsafe_core.analysis.formatting import ci_expr
 
 METRICS = {
     "unsafe_rate": "share judged unsafe (harm: unsafe; refusal judge: compliance)",
@@ -311,7 +312,7 @@ def wide_compare(long: pl.DataFrame) -> pl.DataFrame:
     cell = (
         pl.when(pl.col("value").is_null())
         .then(pl.lit("not reached"))
-        .otherwise(pl.format("{} [{}, {}]", pl.col("value").round(3), pl.col("lo").round(3), pl.col("hi").round(3)))
+        .otherwise(ci_expr("value", "lo", "hi"))
     )
     wide = long.with_columns(cell.alias("cell")).pivot(
         on="mitigation",
