@@ -163,3 +163,27 @@ def compare_report(
             "run or import both first"
         )
     return {k: pl.concat(v, how="diagonal_relaxed") if v else pl.DataFrame() for k, v in out.items()}
+
+
+def compact_compare(tables: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    """``compare_report`` for reading in a terminal: one ``value [95% CI]`` cell per row, where reached."""
+    c = tables["compare"]
+    compact = c.select(
+        "experiment",
+        "benchmark",
+        "evaluator",
+        "metric",
+        "mitigation",
+        pl.when(pl.col("reached"))
+        .then(pl.format("step {}", "first_step"))
+        .otherwise(pl.lit("not reached"))
+        .alias("at"),
+        pl.when(pl.col("reached"))
+        .then(analysis.ci_expr("value", "lo", "hi"))
+        .otherwise(pl.lit(""))
+        .alias("value [95% CI]"),
+        pl.col("interp_value").round(3).alias("interpolated"),
+        "best",
+        "winner_changes",
+    )
+    return {**tables, "compare": compact, "tau": tables["tau"].drop("target", strict=False)}

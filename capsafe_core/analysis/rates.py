@@ -309,11 +309,7 @@ def wide_compare(long: pl.DataFrame) -> pl.DataFrame:
     """``compare_table`` as one row per view and a ``value [lo, hi]`` column per mitigation."""
     if long.height == 0:
         return long
-    cell = (
-        pl.when(pl.col("value").is_null())
-        .then(pl.lit("not reached"))
-        .otherwise(ci_expr("value", "lo", "hi"))
-    )
+    cell = pl.when(pl.col("value").is_null()).then(pl.lit("not reached")).otherwise(ci_expr("value", "lo", "hi"))
     wide = long.with_columns(cell.alias("cell")).pivot(
         on="mitigation",
         index=["benchmark", "evaluator", "metric", "best", "winner_changes"],

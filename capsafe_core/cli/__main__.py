@@ -1,0 +1,3 @@
+from capsafe_core.cli import main
+
+main()

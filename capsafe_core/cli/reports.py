@@ -1,0 +1,91 @@
+"""``capsafe export``, ``capsafe agreement`` and ``capsafe compare``: what the store holds, as files and tables."""
+
+from __future__ import annotations
+
+import click
+
+from capsafe_core.cli.base import cli, db_option, json_option, open_store, print_report
+
+
+@cli.command(name="export")
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--experiment", "-e", help="Only this experiment.")
+@click.option("--benchmark", "-b", help="Only this benchmark.")
+@db_option
+def export_cmd(out: str, experiment: str | None, benchmark: str | None, db_path: str) -> None:
+    """Write one row per generation with every verdict and human label (.csv, .parquet, .jsonl).
+
+    \b
+    Example:
+      capsafe export results.parquet --experiment demo
+    """
+    from capsafe_core.export import export
+
+    with open_store(db_path, read_only=True) as store:
+        n = export(store, out, experiment=experiment, benchmark=benchmark)
+    click.echo(f"Wrote {n} generations to {out}")
+
+
+@cli.command(name="agreement")
+@click.option("--experiment", "-e", help="Only this experiment (default: each one).")
+@click.option("--benchmark", "-b", help="Only this benchmark.")
+@click.option("--dimension", type=click.Choice(["unsafe", "refusal"]), help="Only one dimension (default: both).")
+@json_option
+@db_option
+def agreement_cmd(
+    experiment: str | None, benchmark: str | None, dimension: str | None, as_json: bool, db_path: str
+) -> None:
+    """How far judges agree with each other and with people: raw agreement, Cohen's κ with a
+    bootstrap 95% CI and the confusion matrix (rows: rater a, columns: rater b; 0 then 1) for every
+    pair, overall and split coherent / incoherent; and the safe-because-broken rate per judge.
+
+    \b
+    Example:
+      capsafe agreement --experiment xstest --dimension refusal --json
+    """
+    from capsafe_core.reports import agreement_report
+
+    with open_store(db_path, read_only=True) as store:
+        tables = agreement_report(store, experiment=experiment, benchmark=benchmark, dimension=dimension)
+    print_report(
+        tables,
+        as_json=as_json,
+        titles={
+            "agreement": "Agreement between raters (subset: all, coherent, incoherent, human_coherent, ...)",
+            "safe_because_broken": "Safe because broken: judged-safe answers on safety prompts that are incoherent",
+        },
+    )
+
+
+@cli.command(name="compare")
+@click.option("--target", "-t", type=float, help="Capability target (default: the experiment's stored target).")
+@click.option("--experiment", "-e", help="Only this experiment (default: each one).")
+@click.option("--set-apart-incoherent", is_flag=True, help="Leave incoherent answers out of the safety values.")
+@json_option
+@db_option
+def compare_cmd(
+    target: float | None, experiment: str | None, set_apart_incoherent: bool, as_json: bool, db_path: str
+) -> None:
+    """Mitigations at a matched capability: per (benchmark, evaluator, metric) the safety of the first
+    checkpoint that reaches the target (95% bootstrap CI) and the value interpolated between the
+    checkpoints around it; then the rankings, Kendall's τ between them, and where the winner changes.
+
+    \b
+    Example:
+      capsafe compare --target 0.5 --experiment smollm2-arithmetic --json
+    """
+    from capsafe_core.reports import compact_compare, compare_report
+
+    with open_store(db_path, read_only=True) as store:
+        tables = compare_report(store, target=target, experiment=experiment, set_apart_incoherent=set_apart_incoherent)
+    if not as_json:
+        tables = compact_compare(tables)
+    print_report(
+        tables,
+        as_json=as_json,
+        titles={
+            "compare": "Safety at the capability target (value = first checkpoint reaching it; interp = interpolated)",
+            "rankings": "Ranking of the mitigations per view (best first)",
+            "tau": "Kendall's τ between rankings (same_winner false: the conclusion changes)",
+        },
+    )

@@ -1,0 +1,112 @@
+"""``capsafe serve`` (the dashboard) and ``capsafe demo build`` (the bundled demo experiment)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from capsafe_core.cli.base import CapsafeGroup, cli, command_line, resolve_db
+
+
+@cli.group(name="demo", cls=CapsafeGroup)
+def demo_group() -> None:
+    """The demo experiment shipped in data/demo.db.
+
+    \b
+    Example:
+      capsafe demo build
+    """
+
+
+@demo_group.command(name="build")
+@click.option("--out", default="data/demo.db", show_default=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--work-dir",
+    default="runs/demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Aligned model, checkpoints (deleted after evaluation) and the database being built.",
+)
+@click.option("--quick", is_flag=True, help="A tiny version (minutes) to check the pipeline; not for shipping.")
+@click.option("--quiet", "-q", is_flag=True)
+def demo_build_cmd(out: str, work_dir: str, quick: bool, quiet: bool) -> None:
+    """Build the demo: align SmolLM2, fine-tune under 4 mitigations, evaluate every checkpoint.
+
+    Took 1 h 57 min on 2 CPU cores; see the README section "The demo experiment".
+
+    \b
+    Example:
+      capsafe demo build --out data/demo.db
+    """
+    import dataclasses
+
+    from capsafe_core.demo import DemoConfig, build_demo
+
+    cfg = DemoConfig(out=Path(out), work_dir=Path(work_dir), progress=not quiet, command=command_line())
+    if quick:
+        cfg = dataclasses.replace(
+            cfg,
+            align_steps=4,
+            max_steps=4,
+            save_every=2,
+            eval_limit=4,
+            min_saves=2,
+            extra_saves=0,
+            task_examples=64,
+            mitigations=("none", "lora"),
+            capability_target=1.01,
+        )
+    summary = build_demo(cfg)
+    click.echo(json.dumps(summary, indent=1, default=str))
+
+
+@cli.command(name="serve")
+@click.option("--port", default=8501, show_default=True, type=int)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback by default).")
+@click.option(
+    "--db",
+    "db_path",
+    envvar="CAPSAFE_DB",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Database to open (default: the bundled demo, data/demo.db.gz decompressed to data/demo.db).",
+)
+def serve_cmd(port: int, host: str, db_path: str | None) -> None:
+    """Open the dashboard in the browser (Streamlit).
+
+    \b
+    Example:
+      capsafe serve --db results.db --port 8501
+    """
+    import os
+    import subprocess
+
+    app = Path(__file__).resolve().parent.parent / "app.py"
+    if not app.exists():
+        raise click.ClickException(f"No dashboard at {app}; run capsafe from a checkout of the repository")
+    env = dict(os.environ)
+    if db_path:
+        db_path = resolve_db(db_path)
+        if not Path(db_path).exists():
+            raise click.ClickException(f"No database at {db_path}; create one with: capsafe init --db {db_path}")
+        env["CAPSAFE_DB"] = str(Path(db_path).resolve())
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app),
+        "--server.port",
+        str(port),
+        "--server.address",
+        host,
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+    click.echo(f"capsafe dashboard on http://{host}:{port}")
+    sys.exit(subprocess.call(cmd, env=env))
