@@ -159,12 +159,28 @@ def step0_checkpoint(store: Store, experiment: str, mitigation: str, model_ref: 
 
 
 def capability_verdicts(store: Store, checkpoint_id: int, benchmark: str, scorer: str) -> pl.DataFrame:
-    """``label, score`` of one scorer's verdicts on one checkpoint's answers to one benchmark."""
+    """One scorer's verdicts on one checkpoint's answers to one benchmark, as rows of the verdict frame
+    (``reads.verdicts``' columns), so that the analysis computes the checkpoint's capability."""
     rows = store.conn.execute(
-        """SELECT j.label, j.score FROM judgments j JOIN evaluators v ON v.id = j.evaluator_id
-           JOIN generations g ON g.id = j.generation_id JOIN prompts p ON p.id = g.prompt_id
-           JOIN benchmarks b ON b.id = p.benchmark_id
+        """SELECT g.id, g.checkpoint_id, c.mitigation, c.step, g.prompt_id, b.name, b.kind, v.name, v.kind,
+                  j.label, j.score
+           FROM judgments j JOIN evaluators v ON v.id = j.evaluator_id
+           JOIN generations g ON g.id = j.generation_id JOIN checkpoints c ON c.id = g.checkpoint_id
+           JOIN prompts p ON p.id = g.prompt_id JOIN benchmarks b ON b.id = p.benchmark_id
            WHERE g.checkpoint_id = ? AND b.name = ? AND v.name = ?""",
         (checkpoint_id, benchmark, scorer),
     ).fetchall()
-    return pl.DataFrame(rows, schema={"label": pl.Utf8, "score": pl.Float64}, orient="row")
+    schema = {
+        "generation_id": pl.Int64,
+        "checkpoint_id": pl.Int64,
+        "mitigation": pl.Utf8,
+        "step": pl.Int64,
+        "prompt_id": pl.Int64,
+        "benchmark": pl.Utf8,
+        "bench_kind": pl.Utf8,
+        "evaluator": pl.Utf8,
+        "ev_kind": pl.Utf8,
+        "label": pl.Utf8,
+        "score": pl.Float64,
+    }
+    return pl.DataFrame(rows, schema=schema, orient="row")

@@ -58,6 +58,11 @@ def _migration_1(db: sqlite_utils.Database) -> None:
         foreign_keys=[("benchmark_id", "benchmarks", "id")],
     )
     _t(db, "prompts").create_index(["benchmark_id", "ext_id"], unique=True)
+    _migration_1_results(db)
+
+
+def _migration_1_results(db: sqlite_utils.Database) -> None:
+    """The second half of the first schema: generations, evaluators, judgments, human labels."""
     _t(db, "generations").create(
         {
             "id": int,
