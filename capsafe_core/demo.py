@@ -17,6 +17,7 @@ The command, seeds, library versions, hardware and timings are stored in the exp
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import platform
@@ -131,6 +132,21 @@ class DemoConfig:
     progress: bool = True
     command: str | None = None
 
+    def quick(self) -> DemoConfig:
+        """A tiny version (minutes) that runs every stage, to check the pipeline; never for shipping."""
+        return dataclasses.replace(
+            self,
+            align_steps=4,
+            max_steps=4,
+            save_every=2,
+            eval_limit=4,
+            min_saves=2,
+            extra_saves=0,
+            task_examples=64,
+            mitigations=("none", "lora"),
+            capability_target=1.01,
+        )
+
     @property
     def eval_benchmarks(self) -> list[str]:
         return [*self.safety, *self.overrefusal]
@@ -199,9 +215,16 @@ def build_demo(cfg: DemoConfig) -> dict[str, Any]:
     cfg.work_dir.mkdir(parents=True, exist_ok=True)
     tmp_db = cfg.work_dir / "demo.db"
     store = Store.open(tmp_db)
-    evals = [cfg.capability, *cfg.eval_benchmarks]
+    aligned_dir, refusals, benign = align(cfg, log)
+    results = finetune_all(store, cfg, log, aligned_dir, refusals[400:] + refusals[:400] + benign)
+    log.timed("evaluate_raw", lambda: evaluate_raw(store, cfg, aligned_dir))
+    seconds = finish(store, cfg, log, t0, aligned_dir)
+    publish(tmp_db, cfg.out)
+    return {"seconds": seconds, "results": results, "timings": log.timings}
 
-    # 1. the safety-tuned starting point
+
+def align(cfg: DemoConfig, log: DemoLog) -> tuple[Path, list[Chat], list[Chat]]:
+    """1. The safety-tuned starting point: refusals + benign examples; returns (folder, refusals, benign)."""
     refusals = refusal_data(cfg)
     benign_prompts = drop_overlap([[{"role": "user", "content": p}] for p in BENIGN], held_out())
     benign = dolly_data() + log.timed(
@@ -210,9 +233,8 @@ def build_demo(cfg: DemoConfig) -> dict[str, Any]:
     benign = drop_overlap(benign, held_out())
     if len(refusals) < 300 or len(benign) < 200:
         raise RuntimeError(f"too little alignment data: {len(refusals)} refusals, {len(benign)} benign examples")
-    rng = random.Random(cfg.seed)
     align_data = refusals[:400] + benign
-    rng.shuffle(align_data)
+    random.Random(cfg.seed).shuffle(align_data)
     log.notes["align_data"] = {"refusals": min(400, len(refusals)), "benign": len(benign)}
     aligned_dir = cfg.work_dir / "aligned"
     if not (aligned_dir / "config.json").exists():
@@ -228,10 +250,14 @@ def build_demo(cfg: DemoConfig) -> dict[str, Any]:
                 progress=cfg.progress,
             ),
         )
+    return aligned_dir, refusals, benign
 
-    # 2 + 3. fine-tune under each mitigation, evaluating step 0 once and every save
+
+def finetune_all(
+    store: Store, cfg: DemoConfig, log: DemoLog, aligned_dir: Path, safety_mix_data: list[Chat]
+) -> dict[str, Any]:
+    """2 + 3. Fine-tune under each mitigation, evaluating step 0 once (copied to the others) and every save."""
     task: list[Chat] = list(arithmetic.chat_examples(arithmetic.train_split(cfg.task_examples, seed=cfg.seed)))
-    safety_mix_data = refusals[400:] + refusals[:400] + benign  # refusals not used for alignment first
     first = cfg.mitigations[0]
     results = {}
     for mit in cfg.mitigations:
@@ -261,23 +287,32 @@ def build_demo(cfg: DemoConfig) -> dict[str, Any]:
         )
         res = log.timed(f"finetune_{mit}", functools.partial(finetune, store, fc))
         results[mit] = {"capability": res.capability, "reached_at": res.reached_at}
+    return results
 
-    # the raw model, for comparison with the aligned step 0
+
+def evaluate_raw(store: Store, cfg: DemoConfig, aligned_dir: Path) -> None:
+    """The raw model, for comparison with the aligned step 0 (its perplexity under the aligned model)."""
     from capsafe_core.backends import Decoding
     from capsafe_core.runner import RunSpec, run_checkpoint
 
     raw = RunSpec(
         experiment=RAW_EXPERIMENT,
         model=cfg.base_model,
-        benchmarks=evals,
+        benchmarks=[cfg.capability, *cfg.eval_benchmarks],
         limit=cfg.eval_limit,
         seed=cfg.seed,
         reference_model=str(aligned_dir),
         decoding=Decoding(max_new_tokens=cfg.max_new_tokens),
         command=cfg.command,
-        experiment_fields={"base_model": str(aligned_dir), "task": cfg.capability, "capability_metric": "final_number"},
+        experiment_fields={"base_model": cfg.base_model, "task": cfg.capability, "capability_metric": "final_number"},
     )
-    log.timed("evaluate_raw", lambda: run_checkpoint(store, raw, progress=cfg.progress))
+    run_checkpoint(store, raw, progress=cfg.progress)
+
+
+def finish(store: Store, cfg: DemoConfig, log: DemoLog, t0: float, aligned_dir: Path) -> int:
+    """Fill any judging gap, drop old evaluator versions, record how it was built; returns seconds."""
+    from capsafe_core.evaluators import REGISTRY
+    from capsafe_core.runner import judge_stored
 
     meta = {
         "built_by": cfg.command or "capsafe demo build",
@@ -289,25 +324,26 @@ def build_demo(cfg: DemoConfig) -> dict[str, Any]:
         "versions": _versions(),
         **log.notes,
     }
-    from capsafe_core.evaluators import REGISTRY
-    from capsafe_core.runner import judge_stored
-
-    judge_stored(store, None, reference_model=str(aligned_dir), progress=cfg.progress)  # fill any gap
+    judge_stored(store, None, reference_model=str(aligned_dir), progress=cfg.progress)
     with store.transaction():
         store.prune_evaluators({name: spec.version for name, spec in REGISTRY.items()})
         store.upsert_experiment(cfg.experiment, meta={"demo": meta})
         store.upsert_experiment(RAW_EXPERIMENT, meta={"demo": meta, "note": "the raw SmolLM2 before refusal training"})
     store.compact()
     store.close()
-    cfg.out.parent.mkdir(parents=True, exist_ok=True)
-    for suffix in ("-wal", "-shm"):
-        Path(str(cfg.out) + suffix).unlink(missing_ok=True)
-    shutil.copyfile(tmp_db, cfg.out)
+    return int(meta["seconds"])
+
+
+def publish(built: Path, out: Path) -> None:
+    """Copy the built database to ``out``; the bundled one is also compressed into what git holds."""
     from capsafe_core import bundled
 
-    if cfg.out.resolve() == bundled.demo_archive().with_suffix("").resolve():
-        bundled.write_demo_archive(cfg.out)  # what git holds: data/demo.db.gz
-    return {"seconds": meta["seconds"], "results": results, "timings": log.timings}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in ("-wal", "-shm"):
+        Path(str(out) + suffix).unlink(missing_ok=True)
+    shutil.copyfile(built, out)
+    if out.resolve() == bundled.demo_archive().with_suffix("").resolve():
+        bundled.write_demo_archive(out)  # data/demo.db.gz
 
 
 def _hardware() -> str:

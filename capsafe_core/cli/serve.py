@@ -41,24 +41,11 @@ def demo_build_cmd(out: str, work_dir: str, quick: bool, quiet: bool) -> None:
     Example:
       capsafe demo build --out data/demo.db
     """
-    import dataclasses
-
     from capsafe_core.demo import DemoConfig, build_demo
 
     cfg = DemoConfig(out=Path(out), work_dir=Path(work_dir), progress=not quiet, command=command_line())
     if quick:
-        cfg = dataclasses.replace(
-            cfg,
-            align_steps=4,
-            max_steps=4,
-            save_every=2,
-            eval_limit=4,
-            min_saves=2,
-            extra_saves=0,
-            task_examples=64,
-            mitigations=("none", "lora"),
-            capability_target=1.01,
-        )
+        cfg = cfg.quick()
     summary = build_demo(cfg)
     click.echo(json.dumps(summary, indent=1, default=str))
 

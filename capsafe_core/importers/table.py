@@ -222,6 +222,10 @@ def build_records(
     frame: pl.DataFrame, mapping: TableMapping, path: Path
 ) -> tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame | None]:
     """Turn the file's rows into the normalised generation, judgment and human frames."""
+    return _generations(frame, mapping, path), _judgments(frame, mapping, path), _humans(frame, mapping, path)
+
+
+def _generations(frame: pl.DataFrame, mapping: TableMapping, path: Path) -> pl.DataFrame:
     exprs: list[pl.Expr | pl.Series] = [pl.Series("row", range(1, frame.height + 1), dtype=pl.Int64)]
     for f in FIELDS:
         if f in mapping.constants:
@@ -244,7 +248,10 @@ def build_records(
             )
     gens = gens.with_columns(pl.col("step").cast(pl.Int64), pl.col("sample").cast(pl.Int64))
     gens = gens.with_columns(pl.lit(json.dumps({"source": "import"})).alias("decoding"))
+    return gens
 
+
+def _judgments(frame: pl.DataFrame, mapping: TableMapping, path: Path) -> pl.DataFrame | None:
     judgment_frames = []
     for name, col in mapping.judges.get("judge", {}).items():
         values = frame[_column_name(frame, col, f"judge:{name}", path)]
@@ -277,8 +284,10 @@ def build_records(
                 }
             ).filter(pl.col("label").is_not_null())
         )
-    judgments = pl.concat(judgment_frames) if judgment_frames else None
+    return pl.concat(judgment_frames) if judgment_frames else None
 
+
+def _humans(frame: pl.DataFrame, mapping: TableMapping, path: Path) -> pl.DataFrame | None:
     human_frames = []
     for annotator, col in mapping.judges.get("human", {}).items():
         human_values = frame[_column_name(frame, col, f"human:{annotator}", path)].to_list()
@@ -310,8 +319,7 @@ def build_records(
                 schema_overrides={"coherent": pl.Int64, "note": pl.Utf8, "label": pl.Utf8},
             ).filter(pl.col("label").is_not_null())
         )
-    humans = pl.concat(human_frames) if human_frames else None
-    return gens, judgments, humans
+    return pl.concat(human_frames) if human_frames else None
 
 
 def _column_name(frame: pl.DataFrame, col: str, what: str, path: Path) -> str:
