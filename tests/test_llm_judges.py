@@ -191,6 +191,6 @@ def test_judge_model_is_recorded_and_not_mixed(tiny_model, store):
 
 
 def test_recipes_cover_the_registry():
-    llm = {n for n, s in evaluators.REGISTRY.items() if "llm_judges" in s.factory}
+    llm = {n for n, s in evaluators.REGISTRY.items() if s.is_llm_judge}
     assert llm == set(RECIPES) == set(JUDGES)
     assert not any(evaluators.REGISTRY[n].default for n in llm)  # expensive: opt-in

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import importlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
-from capsafe_core.errors import unknown_name
+from capsafe_core.errors import BadInput, unknown_name
 
 Message = dict[str, str]
 
@@ -58,18 +58,51 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class TransformersOptions:
+    """Options of the ``transformers`` backend."""
+
+    dtype: str = "auto"  # auto (bf16 where supported), float32, bfloat16
+    device: str = "auto"  # auto, cpu, cuda, cuda:1
+    batch_size: int = 16
+
+
+@dataclass(frozen=True)
+class OpenAIOptions:
+    """Options of the ``openai`` backend (any OpenAI-compatible chat-completions server)."""
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key: str | None = None
+    concurrency: int = 8
+    timeout: float = 120.0
+    max_retries: int = 3
+
+
 BACKENDS = {
-    "transformers": "capsafe_core.backends.hf:TransformersBackend",
-    "openai": "capsafe_core.backends.openai_compat:OpenAIBackend",
+    "transformers": ("capsafe_core.backends.hf:TransformersBackend", TransformersOptions),
+    "openai": ("capsafe_core.backends.openai_compat:OpenAIBackend", OpenAIOptions),
 }
 
 
-def load_backend(name: str, **kwargs: Any) -> Backend:
-    """``load_backend("transformers", model="smollm2-135m-instruct")`` or ``("openai", model=..., base_url=...)``."""
+def backend_options(name: str, options: dict[str, Any]) -> Any:
+    """The typed options of backend ``name``; an unknown option is a one-line error naming the accepted ones."""
     if name not in BACKENDS:
         raise unknown_name("backend", name, BACKENDS)
-    module, cls = BACKENDS[name].split(":")
-    backend: Backend = getattr(importlib.import_module(module), cls)(**kwargs)
+    cls = BACKENDS[name][1]
+    accepted = [f.name for f in fields(cls)]
+    for key in options:
+        if key not in accepted:
+            raise BadInput(f"Unknown option '{key}' for the {name} backend; its options are: {', '.join(accepted)}")
+    return cls(**options)
+
+
+def load_backend(name: str, *, model: str, **options: Any) -> Backend:
+    """``load_backend("transformers", model="smollm2-135m-instruct", batch_size=8)`` or
+    ``load_backend("openai", model=..., base_url=...)``; options as in ``TransformersOptions`` /
+    ``OpenAIOptions``."""
+    opts = backend_options(name, options)
+    module, cls = BACKENDS[name][0].split(":")
+    backend: Backend = getattr(importlib.import_module(module), cls)(model, **asdict(opts))
     return backend
 
 

@@ -26,7 +26,6 @@ class TransformersBackend:
         batch_size: int = 16,
         loaded: tuple[Any, Any, str] | None = None,
         model_hash: str | None = None,
-        **_: Any,
     ) -> None:
         """``loaded=(model, tokenizer, device)`` wraps a model already in memory (e.g. during training)."""
         self.model_ref = str(model)

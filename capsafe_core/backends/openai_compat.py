@@ -33,7 +33,6 @@ class OpenAIBackend:
         concurrency: int = 8,
         timeout: float = 120.0,
         max_retries: int = 3,
-        **_: Any,
     ) -> None:
         self.model = str(model)
         self.base_url = base_url.rstrip("/")

@@ -10,7 +10,7 @@ import polars as pl
 
 from capsafe_core import evaluators
 from capsafe_core.benchmarks import data_dir
-from capsafe_core.evaluators import Item
+from capsafe_core.evaluators.base import Item
 from capsafe_core.evaluators.coherence import COMPONENTS
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from capsafe_core.evaluators import Evaluator, Item, Verdict
+from capsafe_core.evaluators.base import Evaluator, Item, Verdict, evaluator
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 _LETTER = re.compile(r"(?:answer\s*(?:is|:)\s*\(?([A-J])\)?)|(?:^\s*\(?([A-J])[\).:\s])", re.IGNORECASE | re.MULTILINE)
@@ -32,6 +32,13 @@ def _missing_reference() -> Verdict:
     return Verdict("unparsed", None, "the prompt has no reference answer")
 
 
+@evaluator(
+    name="final_number",
+    kind="capability",
+    version="1",
+    description="the last number in the response equals the reference (GSM8K style)",
+    applies_to=("capability",),
+)
 def final_number() -> Evaluator:
     """GSM8K-style: the response's last number equals the reference's number."""
 
@@ -50,6 +57,14 @@ def final_number() -> Evaluator:
     return run
 
 
+@evaluator(
+    name="exact_match",
+    kind="capability",
+    version="1",
+    description="the stripped, case-folded response equals the reference",
+    applies_to=("capability",),
+    default=False,
+)
 def exact_match() -> Evaluator:
     def run(items: Sequence[Item]) -> list[Verdict]:
         return [
@@ -62,6 +77,14 @@ def exact_match() -> Evaluator:
     return run
 
 
+@evaluator(
+    name="contains_match",
+    kind="capability",
+    version="1",
+    description="the reference occurs in the response (case-folded)",
+    applies_to=("capability",),
+    default=False,
+)
 def contains_match() -> Evaluator:
     def run(items: Sequence[Item]) -> list[Verdict]:
         return [
@@ -81,6 +104,14 @@ def picked_letter(text: str) -> str | None:
     return (m.group(1) or m.group(2)).upper()
 
 
+@evaluator(
+    name="mc_letter",
+    kind="capability",
+    version="1",
+    description="the multiple-choice letter the response picks equals the reference",
+    applies_to=("capability",),
+    default=False,
+)
 def mc_letter() -> Evaluator:
     """The multiple-choice letter picked ("The answer is (B)", or a leading "B.") equals the reference."""
 

