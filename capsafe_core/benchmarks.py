@@ -11,22 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 from capsafe_core.errors import unknown_name
+from capsafe_core.paths import data_dir
 from capsafe_core.store import Store, to_json
 
 KINDS = ("capability", "safety", "overrefusal")
-
-
-def data_dir() -> Path:
-    """``data/`` of this checkout, or ``$CAPSAFE_DATA``."""
-    env = os.environ.get("CAPSAFE_DATA")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "data"
 
 
 @dataclass(frozen=True)

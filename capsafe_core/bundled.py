@@ -8,7 +8,8 @@ import os
 import shutil
 from pathlib import Path
 
-from capsafe_core.benchmarks import data_dir
+from capsafe_core import paths
+from capsafe_core.paths import data_dir
 
 
 def demo_archive() -> Path:
@@ -16,9 +17,13 @@ def demo_archive() -> Path:
 
 
 def demo_db() -> Path:
-    """Path of the demo database, decompressing the archive first where needed (atomically)."""
+    """Path of the demo database, decompressing the archive first where needed (atomically): next to the
+    archive in a checkout, in the user's cache where that folder cannot be written (an installed wheel)."""
     archive = demo_archive()
     out = archive.with_suffix("")
+    if not os.access(archive.parent, os.W_OK):
+        out = paths.cache_dir() / "demo.db"
+        out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists() and (not archive.exists() or out.stat().st_mtime >= archive.stat().st_mtime):
         return out
     if not archive.exists():

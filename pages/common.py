@@ -17,8 +17,6 @@ from capsafe_core import bundled, inert, reports
 from capsafe_core.errors import CapsafeError
 from capsafe_core.store import Store, reads
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def default_db() -> str:
     return os.environ.get("CAPSAFE_DB") or str(bundled.demo_db())

@@ -71,29 +71,14 @@ def serve_cmd(port: int, host: str, db_path: str | None) -> None:
     import os
     import subprocess
 
-    app = Path(__file__).resolve().parent.parent / "app.py"
-    if not app.exists():
-        raise click.ClickException(f"No dashboard at {app}; run capsafe from a checkout of the repository")
+    from capsafe_core.serving import streamlit_command
+
     env = dict(os.environ)
     if db_path:
         db_path = resolve_db(db_path)
         if not Path(db_path).exists():
             raise click.ClickException(f"No database at {db_path}; create one with: capsafe init --db {db_path}")
         env["CAPSAFE_DB"] = str(Path(db_path).resolve())
-    cmd = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        str(app),
-        "--server.port",
-        str(port),
-        "--server.address",
-        host,
-        "--server.headless",
-        "true",
-        "--browser.gatherUsageStats",
-        "false",
-    ]
+    cmd = streamlit_command(host=host, port=port)
     click.echo(f"capsafe dashboard on http://{host}:{port}")
-    sys.exit(subprocess.call(cmd, env=env))
+    sys.exit(subprocess.call(cmd, env=env, cwd=str(Path(cmd[4]).parent)))
