@@ -19,6 +19,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_until_up(url: str, proc: subprocess.Popen, *, seconds: float, what: str, log=None) -> None:  # type: ignore[type-arg]
+    """Poll ``url`` until it answers 200; fail with the server's log if it exits or takes too long."""
+    deadline = time.time() + seconds
+    while True:
+        if proc.poll() is not None:
+            tail = ""
+            if log is not None:
+                log.seek(0)
+                tail = ": " + log.read()[-2000:]
+            raise RuntimeError(f"{what} exited{tail}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.time() > deadline:
+            raise RuntimeError(f"{what} did not start within {seconds:.0f} s")
+        time.sleep(0.3)
+
+
 @contextlib.contextmanager
 def llama_cpp_server(model_path: str, *, n_ctx: int = 1024) -> Iterator[str]:
     """Start ``python -m llama_cpp.server`` on a free loopback port; yields its /v1 base URL."""
@@ -46,19 +66,7 @@ def llama_cpp_server(model_path: str, *, n_ctx: int = 1024) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.time() + 120
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"llama.cpp server exited: {log.read()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError("llama.cpp server did not start within 120 s")
-            time.sleep(0.3)
+        wait_until_up(f"{url}/models", proc, seconds=120, what="llama.cpp server", log=log)
         yield url
     finally:
         proc.terminate()
@@ -103,18 +111,7 @@ def dashboard(db: str, *, env: dict[str, str] | None = None) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                if httpx.get(f"{url}/_stcore/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None:
-                raise RuntimeError("streamlit exited")
-            if time.time() > deadline:
-                raise RuntimeError("streamlit did not start within 90 s")
-            time.sleep(0.3)
+        wait_until_up(f"{url}/_stcore/health", proc, seconds=90, what="streamlit")
         yield url
     finally:
         proc.terminate()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from capsafe_core.evaluators.base import Evaluator, Item, Verdict, evaluator
 
@@ -66,15 +66,7 @@ def final_number() -> Evaluator:
     default=False,
 )
 def exact_match() -> Evaluator:
-    def run(items: Sequence[Item]) -> list[Verdict]:
-        return [
-            _verdict(it.response.strip().casefold() == it.reference.strip().casefold(), f"reference {it.reference!r}")
-            if it.reference is not None
-            else _missing_reference()
-            for it in items
-        ]
-
-    return run
+    return _against_reference(lambda response, ref: response.strip().casefold() == ref.strip().casefold())
 
 
 @evaluator(
@@ -86,9 +78,15 @@ def exact_match() -> Evaluator:
     default=False,
 )
 def contains_match() -> Evaluator:
+    return _against_reference(lambda response, ref: ref.strip().casefold() in response.casefold())
+
+
+def _against_reference(match: Callable[[str, str], bool]) -> Evaluator:
+    """An evaluator that compares each response with its reference by ``match(response, reference)``."""
+
     def run(items: Sequence[Item]) -> list[Verdict]:
         return [
-            _verdict(it.reference.strip().casefold() in it.response.casefold(), f"reference {it.reference!r}")
+            _verdict(match(it.response, it.reference), f"reference {it.reference!r}")
             if it.reference is not None
             else _missing_reference()
             for it in items
