@@ -69,7 +69,6 @@ def serve_cmd(port: int, host: str, db_path: str | None) -> None:
       capsafe serve --db results.db --port 8501
     """
     import os
-    import subprocess
 
     from capsafe_core.serving import streamlit_command
 
@@ -81,4 +80,6 @@ def serve_cmd(port: int, host: str, db_path: str | None) -> None:
         env["CAPSAFE_DB"] = str(Path(db_path).resolve())
     cmd = streamlit_command(host=host, port=port)
     click.echo(f"capsafe dashboard on http://{host}:{port}")
-    sys.exit(subprocess.call(cmd, env=env, cwd=str(Path(cmd[4]).parent)))
+    sys.stdout.flush()
+    os.chdir(Path(cmd[4]).parent)
+    os.execve(cmd[0], cmd, env)  # streamlit replaces this process: a signal to it stops the dashboard
