@@ -64,7 +64,12 @@ class TransformersOptions:
 
     dtype: str = "auto"  # auto (bf16 where supported), float32, bfloat16
     device: str = "auto"  # auto, cpu, cuda, cuda:1
-    batch_size: int = 16
+    batch_size: int | None = None  # None: from free memory (at most 64), halved on out-of-memory
+    device_map: str | None = None  # "auto": spread a model too large for one GPU (accelerate)
+    base_model: str | None = None  # an adapter's base, instead of the one its adapter_config names
+    trust_remote_code: bool = False  # run a model's own code (only for sources you trust)
+    chat_template: str | None = None  # a Jinja chat template's text, for models without one
+    use_chat_template: bool = True  # False: prompts as plain text
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,12 @@ import platform
 from typing import Any
 
 from capsafe_core.backends import Completion, Decoding, Message
-from capsafe_core.backends.models import ModelRef, load_model, model_hash, resolve_model
+from capsafe_core.backends.models import ModelRef, auto_batch_size, load_model, model_hash, resolve_model
+from capsafe_core.errors import BackendError
+
+
+class OutOfMemory(Exception):
+    """A batch did not fit on the device (caught inside ``generate``, which halves the batch)."""
 
 
 class TransformersBackend:
@@ -23,66 +28,111 @@ class TransformersBackend:
         *,
         dtype: str = "auto",
         device: str = "auto",
-        batch_size: int = 16,
+        batch_size: int | None = None,
+        device_map: str | None = None,
+        base_model: str | None = None,
+        trust_remote_code: bool = False,
+        chat_template: str | None = None,
+        use_chat_template: bool = True,
         loaded: tuple[Any, Any, str] | None = None,
         model_hash: str | None = None,
     ) -> None:
-        """``loaded=(model, tokenizer, device)`` wraps a model already in memory (e.g. during training)."""
+        """``loaded=(model, tokenizer, device)`` wraps a model already in memory (e.g. during training);
+        ``batch_size=None`` picks one from free memory; ``chat_template`` is a Jinja template's text."""
         self.model_ref = str(model)
         self._hash = model_hash
         self.ref: ModelRef | None = None
         if loaded is None:
-            self.ref = resolve_model(model)
-            self.model, self.tokenizer, self.device = load_model(self.ref, dtype=dtype, device=device)
+            self.ref = resolve_model(model, base_model=base_model)
+            self.model, self.tokenizer, self.device = load_model(
+                self.ref, dtype=dtype, device=device, device_map=device_map, trust_remote_code=trust_remote_code
+            )
         else:
             self.model, self.tokenizer, self.device = loaded
+        if device_map:  # inputs go to where the first layers were placed
+            self.device = str(getattr(self.model, "device", self.device))
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.batch_size = batch_size
+        self.chat_template = chat_template
+        self.use_chat_template = use_chat_template
+        if use_chat_template and not chat_template and not getattr(self.tokenizer, "chat_template", None):
+            raise BackendError(
+                f"The model {self.model_ref} has no chat template; pass --chat-template FILE (a Jinja chat template) "
+                f"or --no-chat-template (prompts are then sent as plain text)"
+            )
+        self.batch_size = batch_size or auto_batch_size(self.model, self.device)
 
     def render(self, messages: list[Message]) -> str:
-        if getattr(self.tokenizer, "chat_template", None):
-            text: str = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            return text
-        return "\n".join(m["content"] for m in messages) + "\n"
+        if not self.use_chat_template:
+            return "\n".join(m["content"] for m in messages) + "\n"
+        text: str = self.tokenizer.apply_chat_template(
+            messages, chat_template=self.chat_template, tokenize=False, add_generation_prompt=True
+        )
+        return text
 
     def generate(self, prompts: list[list[Message]], decoding: Decoding, *, top_logprobs: int = 0) -> list[Completion]:
-        """``top_logprobs=k`` adds the k most likely tokens and their log-probabilities at each step."""
-        import torch
-
+        """``top_logprobs=k`` adds the k most likely tokens and their log-probabilities at each step. Prompts
+        are sorted by length and batched; a batch that runs out of memory is halved and retried, and the
+        smaller batch size is kept for the rest of the run."""
         texts = [self.render(p) for p in prompts]
         lengths = [len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
         order = sorted(range(len(texts)), key=lambda i: -lengths[i])
-        out: list[Completion | None] = [None] * len(texts)
-        eos = self._eos_ids()
-        for b, start in enumerate(range(0, len(order), self.batch_size)):
+        out: dict[int, Completion] = {}
+        start, b = 0, 0
+        while start < len(order):
             idx = order[start : start + self.batch_size]
-            enc = self.tokenizer(
-                [texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False
-            ).to(self.device)
-            kwargs: dict[str, Any] = {
-                "max_new_tokens": decoding.max_new_tokens,
-                "pad_token_id": self.tokenizer.pad_token_id,
-            }
-            if decoding.greedy:
-                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-            else:
-                torch.manual_seed(decoding.seed + b)
-                kwargs.update(do_sample=True, temperature=decoding.temperature, top_p=decoding.top_p, top_k=0)
-            if top_logprobs:
-                kwargs.update(output_logits=True, return_dict_in_generate=True)
+            try:
+                out.update(zip(idx, self._batch([texts[i] for i in idx], decoding, b, top_logprobs), strict=True))
+            except OutOfMemory:
+                if len(idx) == 1:
+                    raise BackendError(
+                        f"Out of memory generating one response on {self.device}; use a shorter --max-new-tokens, "
+                        f"a smaller dtype (--dtype bfloat16) or --device-map auto"
+                    ) from None
+                self.batch_size = max(1, (len(idx) + 1) // 2)
+                self.halvings += 1
+                continue
+            start += len(idx)
+            b += 1
+        return [out[i] for i in range(len(texts))]
+
+    halvings = 0  # how often a batch ran out of memory and was halved
+
+    def _batch(self, texts: list[str], decoding: Decoding, b: int, top_logprobs: int) -> list[Completion]:
+        import torch
+
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": decoding.max_new_tokens,
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
+        if decoding.greedy:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            torch.manual_seed(decoding.seed + b)
+            kwargs.update(do_sample=True, temperature=decoding.temperature, top_p=decoding.top_p, top_k=0)
+        if top_logprobs:
+            kwargs.update(output_logits=True, return_dict_in_generate=True)
+        try:
             with torch.inference_mode():
                 gen = self.model.generate(**enc, **kwargs)
-            seqs = gen.sequences if top_logprobs else gen
-            new = seqs[:, enc["input_ids"].shape[1] :].tolist()
-            tops = self._top_logprobs(gen.logits, top_logprobs) if top_logprobs else None
-            for j, (i, toks) in enumerate(zip(idx, new, strict=True)):
-                c = self._completion(toks, eos, decoding.max_new_tokens)
-                if tops is not None:
-                    c = Completion(c.text, c.n_tokens, c.finish_reason, logprobs=tops[j][: max(c.n_tokens or 0, 1)])
-                out[i] = c
-        return [c for c in out if c is not None]
+        except torch.cuda.OutOfMemoryError:
+            del enc
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            raise OutOfMemory from None
+        seqs = gen.sequences if top_logprobs else gen
+        new = seqs[:, enc["input_ids"].shape[1] :].tolist()
+        tops = self._top_logprobs(gen.logits, top_logprobs) if top_logprobs else None
+        eos = self._eos_ids()
+        out = []
+        for j, toks in enumerate(new):
+            c = self._completion(toks, eos, decoding.max_new_tokens)
+            if tops is not None:
+                c = Completion(c.text, c.n_tokens, c.finish_reason, logprobs=tops[j][: max(c.n_tokens or 0, 1)])
+            out.append(c)
+        return out
 
     def _top_logprobs(self, logits: Any, k: int) -> list[list[dict[str, float]]]:
         """Per sequence, per step: {token text: log-probability} of the k most likely tokens."""
@@ -136,6 +186,8 @@ class TransformersBackend:
             "model": self.model_ref,
             "model_kind": self.ref.kind if self.ref else "in-memory",
             "model_hash": self._hash or (model_hash(self.ref) if self.ref else None),
+            "model_source": self.ref.provenance() if self.ref else None,
+            "chat_template": "custom" if self.chat_template else ("model" if self.use_chat_template else "none"),
             "dtype": str(self.model.dtype).replace("torch.", ""),
             "device": self.device,
             "batch_size": self.batch_size,

@@ -17,8 +17,8 @@ from capsafe_core.cli.base import cli, command_line, db_option, judge_model_opti
 @click.option(
     "--model",
     required=True,
-    help="Model folder, PEFT adapter folder, .gguf file or alias "
-    "(smollm2-135m-instruct); with --backend openai, the server's model name.",
+    help="Model folder, PEFT adapter folder, Hugging Face id (org/name[@revision], from the local cache first), "
+    ".gguf file or alias (smollm2-135m-instruct); with --backend openai, the server's model name.",
 )
 @click.option("--benchmarks", "-b", "bench", required=True, help="Comma-separated benchmarks or groups.")
 @click.option("--limit", type=int, help="A stable seeded subset of N prompts per benchmark.")
@@ -30,9 +30,16 @@ from capsafe_core.cli.base import cli, command_line, db_option, judge_model_opti
 @click.option("--temperature", default=0.0, show_default=True, type=float, help="0 = greedy.")
 @click.option("--top-p", default=1.0, show_default=True, type=float)
 @click.option("--system-prompt", help="System message before every prompt.")
-@click.option("--batch-size", default=16, show_default=True, type=int)
+@click.option(
+    "--batch-size", type=int, help="Prompts per batch [default: from free memory, at most 64; halved on OOM]."
+)
 @click.option("--dtype", default="auto", show_default=True, help="auto (bf16 where supported), float32, bfloat16.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+@click.option("--device-map", type=click.Choice(["auto"]), help="Spread a model too large for one GPU (accelerate).")
+@click.option("--base-model", help="The base of a PEFT adapter (Hub id or folder), instead of adapter_config.json's.")
+@click.option("--trust-remote-code", is_flag=True, help="Run the model's own code (only for sources you trust).")
+@click.option("--chat-template", type=click.Path(dir_okay=False), help="Jinja chat template file for the model.")
+@click.option("--no-chat-template", is_flag=True, help="Send prompts as plain text (no chat template).")
 @click.option("--reference-model", help="Model for the perplexity metric (default: the experiment's step-0 model).")
 @click.option("--concurrency", default=8, show_default=True, type=int, help="Parallel requests (openai backend).")
 @click.option("--timeout", default=120.0, show_default=True, type=float, help="Seconds per request (openai).")
@@ -110,7 +117,7 @@ def judge_cmd(
 
 @cli.command(name="finetune")
 @click.option("--experiment", "-e", required=True, help="Experiment to store checkpoints in.")
-@click.option("--model", required=True, help="Model folder or alias (step 0).")
+@click.option("--model", required=True, help="Model folder, Hugging Face id or alias (step 0).")
 @click.option(
     "--train",
     "train_file",

@@ -13,6 +13,7 @@ import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from capsafe_core import benchmarks
@@ -39,7 +40,12 @@ class RunSpec:
     backend: str = "transformers"
     base_url: str | None = None
     decoding: Decoding = field(default_factory=Decoding)
-    batch_size: int = 16
+    batch_size: int | None = None  # None: the backend's (transformers: from free memory), 16 for a server
+    device_map: str | None = None
+    base_model: str | None = None  # an adapter's base (Hub id or folder), overriding adapter_config.json
+    trust_remote_code: bool = False
+    chat_template: str | None = None  # a Jinja chat template file, for a model without one
+    no_chat_template: bool = False
     dtype: str = "auto"
     device: str = "auto"
     reference_model: str | None = None  # for perplexity; default: the experiment's step-0 model
@@ -159,8 +165,9 @@ def _generate(
     added = 0
     bar = progress_bar(f"generate {spec.mitigation}@{spec.step}", len(todo), progress)
     try:
-        for start in range(0, len(todo), spec.batch_size):
-            batch = todo[start : start + spec.batch_size]
+        size = spec.batch_size or getattr(backend, "batch_size", None) or 16
+        for start in range(0, len(todo), size):
+            batch = todo[start : start + size]
             outs = backend.generate([chat(p.text, spec.decoding) for _, p in batch], spec.decoding)
             stamp = now()
             with store.transaction():
@@ -243,4 +250,23 @@ def backend_options_of(spec: RunSpec) -> dict[str, Any]:
             "timeout": spec.timeout,
             "max_retries": spec.max_retries,
         }
-    return {"batch_size": spec.batch_size, "dtype": spec.dtype, "device": spec.device}
+    return {
+        "batch_size": spec.batch_size,
+        "dtype": spec.dtype,
+        "device": spec.device,
+        "device_map": spec.device_map,
+        "base_model": spec.base_model,
+        "trust_remote_code": spec.trust_remote_code,
+        "chat_template": read_template(spec.chat_template),
+        "use_chat_template": not spec.no_chat_template,
+    }
+
+
+def read_template(path: str | None) -> str | None:
+    """The text of a ``--chat-template`` file."""
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        raise BadInput(f"No chat template file {p}; pass a Jinja chat template file to --chat-template")
+    return p.read_text(encoding="utf-8")
