@@ -15,7 +15,11 @@ PAGES = [
     st.Page("pages/label.py", title="Label"),
 ]
 
+if common.signed_in() is None:  # served beyond loopback: nothing but the sign-in form until a token is given
+    st.navigation([st.Page(common.sign_in_page, title="Sign in")]).run()
+    st.stop()
 page = st.navigation(PAGES)
+st.session_state["_via_app"] = True
 st.session_state["_ctx"] = common.sidebar()
 with st.sidebar:
     st.radio(
@@ -25,4 +29,7 @@ with st.sidebar:
         horizontal=True,
         help="What the camera button above each figure saves.",
     )
+wanted = st.session_state.pop("_wanted", None)
+if wanted and st.session_state["_ctx"] is not None:  # a deep link that arrived before the router ran
+    st.switch_page(wanted[0], query_params=wanted[1])
 page.run()

@@ -1,6 +1,6 @@
 """How ``capsafe serve`` starts the dashboard: Streamlit on the entry script of this checkout or of the
 installed bundle, with the file watcher off (nothing to watch in an installed app, and watching a
-checkout's ``.venv`` overflows inotify), usage statistics off and XSRF protection on."""
+checkout's ``.venv`` overflows inotify), usage statistics off, XSRF and CORS protection on."""
 
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ def streamlit_command(*, host: str, port: int) -> list[str]:
         "--server.runOnSave",
         "false",
         "--server.enableXsrfProtection",
+        "true",
+        "--server.enableCORS",
         "true",
         "--browser.gatherUsageStats",
         "false",

@@ -7,15 +7,19 @@ the SQLite connection is opened inside each reader (connections are per thread).
 from __future__ import annotations
 
 import os
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 import streamlit as st
 
-from capsafe_core import bundled, inert, reports
+from capsafe_core import access, bundled, inert, reports
 from capsafe_core.errors import CapsafeError
 from capsafe_core.store import Store, reads
+
+ACCESS = access.Access.from_env()  # set by capsafe serve; open (no login) on loopback
 
 
 def default_db() -> str:
@@ -23,7 +27,34 @@ def default_db() -> str:
 
 
 def db_path() -> str:
+    if ACCESS.fixed_database:  # served beyond loopback: only the operator's databases, never a typed path
+        names = list(ACCESS.databases)
+        return ACCESS.databases[str(st.session_state.get("db_name") or names[0])]
     return str(st.session_state.get("db_path") or st.query_params.get("db") or default_db())
+
+
+def signed_in() -> str | None:
+    """Who uses this session: the annotator's name or ``user`` (shared token); ``owner`` on loopback;
+    ``None`` before sign-in."""
+    if ACCESS.mode == "open":
+        return "owner"
+    who = st.session_state.get("_identity")
+    return str(who) if who else None
+
+
+def sign_in_page() -> None:
+    """The only page before sign-in: a token form (a wrong token waits a second before it is refused)."""
+    st.title("Sign in")
+    with st.form("sign_in"):
+        token = st.text_input("Access token", type="password")
+        if st.form_submit_button("Sign in", type="primary"):
+            who = ACCESS.identify(token)
+            if who is None:
+                time.sleep(1.0)
+                st.error("Wrong token.")
+            else:
+                st.session_state["_identity"] = who
+                st.rerun()
 
 
 def stamp(path: str) -> float:
@@ -115,12 +146,22 @@ def sidebar() -> Context | None:
     """Database picker and experiment selector (in the sidebar of every page)."""
     with st.sidebar:
         st.markdown("### capsafe")
-        path = st.text_input(
-            "Database",
-            value=db_path(),
-            key="db_path",
-            help="A capsafe SQLite file. Default: the bundled demo, or $CAPSAFE_DB.",
-        )
+        if ACCESS.mode != "open":
+            st.caption(f"Signed in as {inert.md(signed_in())}")
+            if st.button("Sign out", key="sign_out"):
+                st.session_state.clear()
+                st.rerun()
+        if ACCESS.fixed_database:
+            if len(ACCESS.databases) > 1:
+                st.selectbox("Database", list(ACCESS.databases), key="db_name")
+            path = db_path()
+        else:
+            path = st.text_input(
+                "Database",
+                value=db_path(),
+                key="db_path",
+                help="A capsafe SQLite file. Default: the bundled demo, or $CAPSAFE_DB.",
+            )
         if not Path(path).exists():
             st.error(f"No database at {inert.md(path)}; enter the path of a capsafe database.")
             return None
@@ -146,8 +187,16 @@ def sidebar() -> Context | None:
 
 def context() -> Context:
     """The sidebar's context, or stop the page with a message."""
+    if not st.session_state.get("_via_app"):
+        # Streamlit ran this page on its own (a deep link on a freshly started server, before app.py ever
+        # ran): go through the router, which signs in, reads the sidebar, then comes back to this page
+        st.session_state["_wanted"] = (
+            "pages/" + Path(sys._getframe(1).f_globals["__file__"]).name,
+            dict(st.query_params),
+        )
+        st.switch_page("app.py")
     ctx = st.session_state.get("_ctx")
-    if ctx is None:
+    if ctx is None or signed_in() is None:
         st.stop()
     return ctx
 

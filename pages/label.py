@@ -20,9 +20,13 @@ ss.setdefault("lb_history", [])  # label ids saved in this session, newest last
 ss.setdefault("lb_coherent", None)
 
 c1, c2 = st.columns([1, 3])
-annotator = c1.text_input("Your name", value=st.query_params.get("annotator", ""), key="lb_annotator")
-if annotator:
-    st.query_params["annotator"] = annotator
+if common.ACCESS.named_annotators:  # signed in with their own token: labels carry that name
+    annotator = str(common.signed_in())
+    c1.text_input("Annotator", value=annotator, disabled=True, key="lb_signed_in")
+else:
+    annotator = c1.text_input("Your name", value=st.query_params.get("annotator", ""), key="lb_annotator")
+    if annotator:
+        st.query_params["annotator"] = annotator
 reasons = c2.multiselect(
     "Flagged because",
     list(labels.REASONS),

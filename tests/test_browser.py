@@ -61,8 +61,8 @@ def new_page(browser, requests: list[str] | None = None, *, height: int = 1000):
     return ctx, page
 
 
-def wait_ready(page, timeout: float = 120_000) -> None:
-    page.wait_for_selector("[data-testid='stSidebar']", timeout=timeout)
+def wait_ready(page, timeout: float = 120_000, *, sidebar: bool = True) -> None:
+    page.wait_for_selector("[data-testid='stSidebar']" if sidebar else "[data-testid='stApp']", timeout=timeout)
     idle = """() => { const w = document.querySelector('[data-testid="stStatusWidget"]');
                       return !w || !(w.innerText.includes('Running') || w.innerText.includes('Stop')); }"""
     for _ in range(3):  # idle twice in a row, a second apart: the run has finished, not yet started

@@ -59,27 +59,50 @@ def demo_build_cmd(out: str, work_dir: str, quick: bool, quiet: bool) -> None:
     envvar="CAPSAFE_DB",
     default=None,
     type=click.Path(dir_okay=False),
-    help="Database to open (default: the bundled demo, data/demo.db.gz decompressed to data/demo.db).",
+    help="Database to open (default: the bundled demo); beyond loopback, the only one served.",
 )
-def serve_cmd(port: int, host: str, db_path: str | None) -> None:
+@click.option(
+    "--auth-token",
+    envvar="CAPSAFE_AUTH_TOKEN",
+    help="A shared token every user must enter (at least 16 characters; or set CAPSAFE_AUTH_TOKEN).",
+)
+@click.option(
+    "--annotators",
+    "annotators_file",
+    type=click.Path(dir_okay=False),
+    help='TOML file of name = "token" lines: each annotator signs in with their own token and labels as themselves.',
+)
+def serve_cmd(port: int, host: str, db_path: str | None, auth_token: str | None, annotators_file: str | None) -> None:
     """Open the dashboard in the browser (Streamlit).
 
+    On loopback (the default) there is no login. Beyond loopback (--host 0.0.0.0) an access control is
+    required, the database is fixed to --db, and with --annotators labels carry the signed-in name.
+
     \b
-    Example:
+    Examples:
       capsafe serve --db results.db --port 8501
+      capsafe serve --host 0.0.0.0 --db results.db --annotators team.toml
     """
     import os
 
+    from capsafe_core.access import serve_policy
     from capsafe_core.serving import streamlit_command
 
     env = dict(os.environ)
+    env.pop("CAPSAFE_AUTH_TOKEN", None)  # the dashboard gets the policy below, not the raw variable
+    databases = {}
     if db_path:
         db_path = resolve_db(db_path)
         if not Path(db_path).exists():
             raise click.ClickException(f"No database at {db_path}; create one with: capsafe init --db {db_path}")
         env["CAPSAFE_DB"] = str(Path(db_path).resolve())
+        databases = {Path(db_path).name: env["CAPSAFE_DB"]}
+    access = serve_policy(host, auth_token=auth_token, annotators_file=annotators_file, databases=databases)
+    if access.mode == "open":
+        access = type(access)()  # loopback without a login: the sidebar's database field stays
+    env.update(access.to_env())
     cmd = streamlit_command(host=host, port=port)
-    click.echo(f"capsafe dashboard on http://{host}:{port}")
+    click.echo(f"capsafe dashboard on http://{host}:{port}" + ("" if access.mode == "open" else f" ({access.mode})"))
     sys.stdout.flush()
     os.chdir(Path(cmd[4]).parent)
     os.execve(cmd[0], cmd, env)  # streamlit replaces this process: a signal to it stops the dashboard
