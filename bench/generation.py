@@ -1,11 +1,18 @@
-"""Benchmark: capsafe's batched transformers backend vs an unbatched generate loop vs llama.cpp.
+"""Benchmark: capsafe's batched transformers backend against an unbatched generate loop and llama.cpp,
+and against the machine's compute limit, measured in the same run.
 
-Run: python bench/generation.py [--prompts 32] [--max-new-tokens 64] [--batch-size 16]
+Run: python bench/generation.py [--prompts 128] [--max-new-tokens 64] [--batch-size 0] [--dtype auto]
+     [--skip-loop] [--skip-llama]
 
-All three generate greedily for the same prompts (AdvBench, XSTest and arithmetic, chat template
-applied) with the same token limit, from the same model: the shipped SmolLM2-135M-Instruct GGUF
-(dequantized for transformers, in the dtype capsafe picks; llama.cpp runs the Q4_1 file itself).
-Prints generated tokens/s for each and the ratios against the unbatched loop, measured in this run.
+The workload is drawn like the demo's evaluation: safety (HarmBench, StrongREJECT), over-refusal
+(XSTest-safe) and capability (arithmetic) prompts in equal shares, chat template applied, greedy. The
+model is the shipped SmolLM2-135M-Instruct (dequantized for transformers, in the dtype capsafe picks;
+llama.cpp runs the Q4_1 GGUF itself). ``--batch-size 0`` lets capsafe choose (from free memory).
+
+The compute limit: the throughput of a matrix product at the model's own shapes (batch×hidden by
+hidden×intermediate, bf16 and fp32), divided by the model's floating-point work per generated token
+(2 × parameters, the matrix products of a forward pass), is the most tokens/s the machine could make.
+Each method's share of that limit is printed next to its ratio to the unbatched loop.
 """
 
 from __future__ import annotations
@@ -22,14 +29,12 @@ from capsafe_core.backends import Decoding, chat
 from capsafe_core.backends.hf import TransformersBackend
 from capsafe_core.backends.models import resolve_model
 
+WORKLOAD = ("harmbench", "strongreject", "xstest_safe", "arithmetic")
+
 
 def prompts(n: int) -> list[str]:
-    per = max(1, n // 4)
-    out = [
-        p.text
-        for b in ("advbench", "xstest_safe", "xstest_unsafe", "arithmetic")
-        for p in benchmarks.select(benchmarks.load(b), limit=per)
-    ]
+    per = -(-n // len(WORKLOAD))
+    out = [p.text for b in WORKLOAD for p in benchmarks.select(benchmarks.load(b), limit=per)]
     return out[:n]
 
 
@@ -39,56 +44,83 @@ def timed(fn):
     return out, time.perf_counter() - t0
 
 
+def matmul_gflops(rows: int, inner: int, cols: int, dtype, *, seconds: float = 2.0) -> float:
+    """Measured GFLOP/s of ``(rows × inner) @ (inner × cols)`` in ``dtype`` on this machine."""
+    import torch
+
+    a = torch.randn(rows, inner).to(dtype)
+    b = torch.randn(inner, cols).to(dtype)
+    for _ in range(3):
+        a @ b
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        n += 1
+    return 2 * rows * inner * cols * n / (time.perf_counter() - t0) / 1e9
+
+
 def main() -> None:
+    import torch
+
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--prompts", type=int, default=32)
+    ap.add_argument("--prompts", type=int, default=128)
     ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=0, help="0: capsafe chooses")
     ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--skip-loop", action="store_true", help="leave out the unbatched loop (slow on 512 prompts)")
+    ap.add_argument("--skip-llama", action="store_true")
     args = ap.parse_args()
-    texts = prompts(args.prompts)
-    chats = [chat(t) for t in texts]
+    chats = [chat(t) for t in prompts(args.prompts)]
     dec = Decoding(max_new_tokens=args.max_new_tokens)
 
-    backend = TransformersBackend("smollm2-135m-instruct", dtype=args.dtype, batch_size=args.batch_size)
+    backend = TransformersBackend("smollm2-135m-instruct", dtype=args.dtype, batch_size=args.batch_size or None)
+    cfg, dtype = backend.model.config, backend.model.dtype
+    params = sum(p.numel() for p in backend.model.parameters())
+    gflop_per_token = 2 * params / 1e9
+    batch = backend.batch_size
+    limit = {
+        name: matmul_gflops(batch, cfg.hidden_size, cfg.intermediate_size, dt) / gflop_per_token
+        for name, dt in (("bf16", torch.bfloat16), ("fp32", torch.float32))
+    }
+    own = limit["bf16" if dtype == torch.bfloat16 else "fp32"]
     backend.generate(chats[:2], Decoding(max_new_tokens=4))  # warm-up
+    rows: list[tuple[str, int, float]] = []
     batched, t_b = timed(lambda: backend.generate(chats, dec))
-    backend.batch_size = 1
-    loop, t_l = timed(lambda: [backend.generate([c], dec)[0] for c in chats])
-    dtype = str(backend.model.dtype).replace("torch.", "")
+    rows.append((f"capsafe transformers, batched ({batch})", sum(c.n_tokens or 0 for c in batched), t_b))
+    same = None
+    if not args.skip_loop:
+        backend.batch_size = 1
+        loop, t_l = timed(lambda: [backend.generate([c], dec)[0] for c in chats])
+        rows.append(("unbatched generate loop", sum(c.n_tokens or 0 for c in loop), t_l))
+        same = sum(a.text == b.text for a, b in zip(batched, loop, strict=True))
     backend.close()
+    if not args.skip_llama:
+        from llama_cpp import Llama
 
-    from llama_cpp import Llama
+        llm = Llama(model_path=str(resolve_model("smollm2-135m-instruct").path), n_ctx=2048, verbose=False)
+        llm.create_chat_completion(messages=chats[0], max_tokens=4, temperature=0.0)  # warm-up
+        n_c, t_c = timed(
+            lambda: sum(
+                llm.create_chat_completion(messages=c, max_tokens=args.max_new_tokens, temperature=0.0)["usage"][
+                    "completion_tokens"
+                ]
+                for c in chats
+            )
+        )
+        rows.append(("llama.cpp (Q4_1 GGUF), one by one", n_c, t_c))
 
-    llm = Llama(model_path=str(resolve_model("smollm2-135m-instruct").path), n_ctx=2048, verbose=False)
-    llm.create_chat_completion(messages=chats[0], max_tokens=4, temperature=0.0)  # warm-up
-
-    def run_llama() -> list[int]:
-        return [
-            llm.create_chat_completion(messages=c, max_tokens=args.max_new_tokens, temperature=0.0)["usage"][
-                "completion_tokens"
-            ]
-            for c in chats
-        ]
-
-    llama_tokens, t_c = timed(run_llama)
-
-    n_b = sum(c.n_tokens or 0 for c in batched)
-    n_l = sum(c.n_tokens or 0 for c in loop)
-    n_c = sum(llama_tokens)
-    same = sum(a.text == b.text for a, b in zip(batched, loop, strict=True))
-    base = n_l / t_l
-    print(f"{len(chats)} prompts, up to {args.max_new_tokens} new tokens, greedy; transformers dtype {dtype}")
-    print(
-        f"{'capsafe transformers, batched (' + str(args.batch_size) + ')':44} {n_b:6} tok {t_b:7.1f} s "
-        f"{n_b / t_b:7.1f} tok/s  {n_b / t_b / base:5.2f}x"
-    )
-    print(f"{'unbatched generate loop':44} {n_l:6} tok {t_l:7.1f} s {base:7.1f} tok/s  1.00x")
-    print(
-        f"{'llama.cpp (Q4_1 GGUF), one by one':44} {n_c:6} tok {t_c:7.1f} s {n_c / t_c:7.1f} tok/s  "
-        f"{n_c / t_c / base:5.2f}x"
-    )
-    print(f"batched and unbatched responses identical: {same}/{len(chats)}")
+    print(f"{len(chats)} prompts ({', '.join(WORKLOAD)}), up to {args.max_new_tokens} new tokens, greedy")
+    print(f"model: SmolLM2-135M, {params / 1e6:.1f} M parameters, {gflop_per_token:.3f} GFLOP per token, {dtype}")
+    for name in ("bf16", "fp32"):
+        g = limit[name] * gflop_per_token
+        print(f"matmul {batch}x{cfg.hidden_size} @ {cfg.hidden_size}x{cfg.intermediate_size} {name}: {g:7.1f} GFLOP/s "
+              f"-> compute limit {limit[name]:7.0f} tokens/s")  # fmt: skip
+    base = next((n / t for name, n, t in rows if name.startswith("unbatched")), None)
+    for name, n, t in rows:
+        ratio = f"{n / t / base:6.2f}x loop" if base else ""
+        print(f"{name:44} {n:6} tok {t:7.1f} s {n / t:8.1f} tok/s  {100 * n / t / own:5.1f}% of limit  {ratio}")
+    if same is not None:
+        print(f"batched and unbatched responses identical: {same}/{len(chats)} (in {dtype})")
 
 
 if __name__ == "__main__":
