@@ -132,3 +132,19 @@ def test_concurrent_writers_lose_nothing(db_path):
     with Store.open(db_path) as s:
         assert s.conn.execute("SELECT count(*) FROM human_labels").fetchone()[0] == 2 + 150
     assert e
+
+
+def test_reading_an_older_schema_migrates_it_first(db_path, monkeypatch):
+    """A reading command on a database an older capsafe wrote migrates it (where the file can be written)."""
+    from capsafe_core.store import schema
+
+    Store.open(db_path).close()
+
+    def _migration_2(db):
+        db.execute("CREATE TABLE extra (id INTEGER PRIMARY KEY)")
+
+    monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, _migration_2])
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", len(schema.MIGRATIONS))
+    with Store.open(db_path, read_only=True) as s:
+        assert s.conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert "extra" in s.db.table_names()

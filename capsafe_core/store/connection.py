@@ -99,6 +99,21 @@ def _settings(conn: sqlite3.Connection, timeout: float) -> None:
     conn.execute("PRAGMA foreign_keys = ON")
 
 
+def needs_migration(path: Path) -> bool:
+    """A capsafe database of an older schema (read without changing the file)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    try:
+        conn = sqlite3.connect(_uri(path, mode="ro"), uri=True)
+        try:
+            v = schema.version(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False
+    return 0 < v < schema.SCHEMA_VERSION
+
+
 def connect_read(path: Path, *, timeout: float | None = None) -> sqlite3.Connection:
     """A read-only connection to an existing capsafe database of the current schema."""
     timeout = busy_timeout() if timeout is None else timeout

@@ -54,6 +54,8 @@ class Store:
         before anything is written to it."""
         p = Path(path)
         if read_only:
+            if connection.needs_migration(p) and connection.writable(p):
+                cls.open(p, create=False, timeout=timeout).close()  # an older capsafe file: migrate it first
             return cls(path, connection.connect_read(p, timeout=timeout), read_only=True)
         if str(path) != ":memory:" and not create and not p.exists():
             raise NotFound(f"No database at {p}; create one with: capsafe init --db {p}")
