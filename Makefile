@@ -32,7 +32,7 @@ test: $(VENV)/.full /usr/bin/chromium
 	$(BIN)/pytest -q
 
 lint: $(VENV)/.full
-	$(BIN)/ruff check capsafe_core tests bench scripts app.py pages
+	$(BIN)/ruff check capsafe_core tests bench scripts app.py pages setup.py
 	$(BIN)/mypy capsafe_core
 
 check: test lint

@@ -2,8 +2,8 @@
 repository, as the project's layout wants) are copied into ``capsafe_core/_bundle/`` when the package
 is built, where ``capsafe_core.paths`` finds them in an installed (non-editable) capsafe."""
 
-from pathlib import Path
 import shutil
+from pathlib import Path
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
