@@ -21,7 +21,7 @@ def check_output(path: str | Path, formats: tuple[str, ...] = FORMATS) -> Path:
     p = Path(path)
     if p.suffix.lower() not in formats:
         raise BadInput(f"Unsupported export format '{p.suffix}'; name the output {', '.join(formats)}")
-    folder = p.parent if str(p.parent) else Path(".")
+    folder = p.parent
     if not folder.is_dir():
         raise BadInput(f"No folder {folder} for {p.name}; create it first (mkdir -p {folder})")
     if p.is_dir():

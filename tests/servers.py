@@ -39,6 +39,15 @@ def wait_until_up(url: str, proc: subprocess.Popen, *, seconds: float, what: str
         time.sleep(0.3)
 
 
+def stop(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
+    """Terminate a server process, killing it if it does not exit within 20 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 @contextlib.contextmanager
 def llama_cpp_server(model_path: str, *, n_ctx: int = 1024) -> Iterator[str]:
     """Start ``python -m llama_cpp.server`` on a free loopback port; yields its /v1 base URL."""
@@ -69,11 +78,7 @@ def llama_cpp_server(model_path: str, *, n_ctx: int = 1024) -> Iterator[str]:
         wait_until_up(f"{url}/models", proc, seconds=120, what="llama.cpp server", log=log)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         log.close()
 
 
@@ -114,8 +119,4 @@ def dashboard(db: str, *, env: dict[str, str] | None = None) -> Iterator[str]:
         wait_until_up(f"{url}/_stcore/health", proc, seconds=90, what="streamlit")
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)

@@ -62,6 +62,7 @@ class TransformersBackend:
                 f"or --no-chat-template (prompts are then sent as plain text)"
             )
         self.batch_size = batch_size or auto_batch_size(self.model, self.device)
+        self.halvings = 0  # how often a batch ran out of memory and was halved
 
     def render(self, messages: list[Message]) -> str:
         if not self.use_chat_template:
@@ -96,8 +97,6 @@ class TransformersBackend:
             start += len(idx)
             b += 1
         return [out[i] for i in range(len(texts))]
-
-    halvings = 0  # how often a batch ran out of memory and was halved
 
     def _batch(self, texts: list[str], decoding: Decoding, b: int, top_logprobs: int) -> list[Completion]:
         import torch

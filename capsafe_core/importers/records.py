@@ -114,16 +114,10 @@ def _validate(gens: pl.DataFrame, *, field_hint: dict[str, str]) -> None:
 def _check_duplicates(gens: pl.DataFrame) -> None:
     """Two rows for one generation (same checkpoint, prompt, decoding and sample), after prompts are
     resolved: a prompt given by id in one row and by text in another is the same prompt."""
-    dup = gens.filter(pl.struct(["checkpoint_id", "prompt_db_id", "decoding", "sample"]).is_duplicated())
+    key = ["checkpoint_id", "prompt_db_id", "decoding", "sample"]
+    dup = gens.filter(pl.struct(key).is_duplicated())
     if dup.height:
-        first = dup.sort("row").row(0, named=True)
-        twin = dup.filter(
-            (pl.col("checkpoint_id") == first["checkpoint_id"])
-            & (pl.col("prompt_db_id") == first["prompt_db_id"])
-            & (pl.col("decoding") == first["decoding"])
-            & (pl.col("sample") == first["sample"])
-        ).sort("row")
-        a, b = twin["row"].head(2).to_list()
+        a, b = dup.sort("row").group_by(key, maintain_order=True).agg("row")["row"][0].head(2).to_list()
         raise BadInput(
             f"Rows {a} and {b} are the same generation (same checkpoint, prompt and sample); "
             f"map a column to sample, or give them distinct experiment/mitigation/step"

@@ -83,7 +83,7 @@ def check_file(path: Path) -> None:
 
 def writable(path: Path) -> bool:
     """Can SQLite write this database (the file, and its folder for the WAL and journal files)?"""
-    folder = path.parent if str(path.parent) else Path(".")
+    folder = path.parent
     if path.exists() and not os.access(path, os.W_OK):
         return False
     return os.access(folder, os.W_OK | os.X_OK)
@@ -151,7 +151,7 @@ def connect_write(path: Path | str, *, timeout: float | None = None) -> sqlite3.
     p = Path(path)
     if not memory:
         check_file(p)
-        folder = p.parent if str(p.parent) else Path(".")
+        folder = p.parent
         if not folder.is_dir():
             raise NotFound(f"No folder {folder} for the database {p.name}; create it first (mkdir -p {folder})")
         if not writable(p):

@@ -311,17 +311,8 @@ class Store:
         return pl.DataFrame(rows, schema=names, orient="row", infer_schema_length=None)
 
     def counts(self) -> dict[str, int]:
-        tables = (
-            "experiments",
-            "checkpoints",
-            "benchmarks",
-            "prompts",
-            "generations",
-            "evaluators",
-            "judgments",
-            "human_labels",
-        )
-        return {t: int(self.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in tables}
+        """Rows per table of the data model."""
+        return {t: int(self.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in schema.REQUIRED}
 
     def experiment_id(self, name: str) -> int:
         row = self.conn.execute("SELECT id FROM experiments WHERE name = ?", (name,)).fetchone()

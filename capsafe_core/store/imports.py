@@ -138,17 +138,12 @@ def write_generations(store: Store, gens: pl.DataFrame, *, created_at: str, repl
             added=added,
             conflicts=tuple(Conflict(int(r), s, n, "response for this generation") for r, _, s, n in differing),
         )
-    ids = [(int(g),) for _, g, _, _ in differing]
-    judgments = store.conn.execute(
-        "SELECT count(*) FROM judgments WHERE generation_id IN (SELECT g.id FROM temp.incoming_generations k "
-        "JOIN generations g ON g.checkpoint_id = k.checkpoint_id AND g.prompt_id = k.prompt_db_id "
-        "AND g.decoding = k.decoding AND g.sample = k.sample WHERE g.response IS NOT k.response)"
-    ).fetchone()[0]
-    labels = sum(
-        store.conn.execute("SELECT count(*) FROM human_labels WHERE generation_id = ?", i).fetchone()[0] for i in ids
-    )
-    store.conn.executemany("DELETE FROM judgments WHERE generation_id = ?", ids)
-    store.conn.executemany("DELETE FROM human_labels WHERE generation_id = ?", ids)
+    _stage(store, "replaced_generations", ["id"], ((int(g),) for _, g, _, _ in differing))
+    dropped = {}
+    for table in ("judgments", "human_labels"):
+        where = f"FROM {table} WHERE generation_id IN (SELECT id FROM temp.replaced_generations)"
+        dropped[table] = int(store.conn.execute(f"SELECT count(*) {where}").fetchone()[0])
+        store.conn.execute(f"DELETE {where}")
     store.conn.execute(
         """UPDATE generations SET response = k.response, n_tokens = k.n_tokens, finish_reason = k.finish_reason,
                   created_at = ? FROM temp.incoming_generations k
@@ -157,7 +152,12 @@ def write_generations(store: Store, gens: pl.DataFrame, *, created_at: str, repl
              AND generations.response IS NOT k.response""",
         (created_at,),
     )
-    return Written(added=added, replaced=len(ids), judgments_dropped=int(judgments), labels_dropped=int(labels))
+    return Written(
+        added=added,
+        replaced=len(differing),
+        judgments_dropped=dropped["judgments"],
+        labels_dropped=dropped["human_labels"],
+    )
 
 
 def generation_ids(store: Store, keys: pl.DataFrame) -> pl.DataFrame:
@@ -172,10 +172,7 @@ def generation_ids(store: Store, keys: pl.DataFrame) -> pl.DataFrame:
     }
     rows: list[tuple[Any, ...]] = []
     for ck, decoding in keys.select("checkpoint_id", "decoding").unique().iter_rows():
-        cur = store.conn.execute(
-            "SELECT prompt_id, sample, id FROM generations WHERE checkpoint_id = ? AND decoding = ?", (ck, decoding)
-        )
-        rows += [(ck, p, smp, decoding, g) for p, smp, g in cur]
+        rows += [(ck, p, smp, decoding, g) for (p, smp), g in store.generation_ids(ck, decoding).items()]
     return pl.DataFrame(rows, schema=schema, orient="row")
 
 
