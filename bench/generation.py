@@ -1,8 +1,9 @@
-"""Benchmark: capsafe's batched transformers backend against an unbatched generate loop and llama.cpp,
-and against the machine's compute limit, measured in the same run.
+"""Benchmark: capsafe's batched transformers backend against batched ``generate`` (capsafe's method
+before its own decoding loop), an unbatched ``generate`` loop and llama.cpp, and against the
+machine's compute limit, measured in the same run.
 
 Run: python bench/generation.py [--prompts 128] [--max-new-tokens 64] [--batch-size 0] [--dtype auto]
-     [--skip-loop] [--skip-llama]
+     [--skip-loop] [--skip-llama] [--skip-generate] [--bf16-prompts 16]
 
 The workload is drawn like the demo's evaluation: safety (HarmBench, StrongREJECT), over-refusal
 (XSTest-safe) and capability (arithmetic) prompts in equal shares, chat template applied, greedy. The
@@ -69,6 +70,8 @@ def main() -> None:
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--skip-loop", action="store_true", help="leave out the unbatched loop (slow on 512 prompts)")
     ap.add_argument("--skip-llama", action="store_true")
+    ap.add_argument("--skip-generate", action="store_true", help="leave out batched transformers generate")
+    ap.add_argument("--bf16-prompts", type=int, default=16, help="prompts for the bf16 identity check (0: none)")
     args = ap.parse_args()
     chats = [chat(t) for t in prompts(args.prompts)]
     dec = Decoding(max_new_tokens=args.max_new_tokens)
@@ -87,13 +90,19 @@ def main() -> None:
     rows: list[tuple[str, int, float]] = []
     batched, t_b = timed(lambda: backend.generate(chats, dec))
     rows.append((f"capsafe transformers, batched ({batch})", sum(c.n_tokens or 0 for c in batched), t_b))
-    same = None
+    same: dict[str, int] = {}
+    backend.fast_decode = False  # transformers' own generate
+    if not args.skip_generate:
+        gen, t_g = timed(lambda: backend.generate(chats, dec))
+        rows.append((f"transformers generate, batched ({batch})", sum(c.n_tokens or 0 for c in gen), t_g))
+        same["batched generate"] = sum(a.text == b.text for a, b in zip(batched, gen, strict=True))
     if not args.skip_loop:
         backend.batch_size = 1
         loop, t_l = timed(lambda: [backend.generate([c], dec)[0] for c in chats])
         rows.append(("unbatched generate loop", sum(c.n_tokens or 0 for c in loop), t_l))
-        same = sum(a.text == b.text for a, b in zip(batched, loop, strict=True))
+        same["the unbatched loop"] = sum(a.text == b.text for a, b in zip(batched, loop, strict=True))
     backend.close()
+    bf16 = bf16_identity(chats[: args.bf16_prompts], dec, batch) if args.bf16_prompts else None
     if not args.skip_llama:
         from llama_cpp import Llama
 
@@ -119,8 +128,21 @@ def main() -> None:
     for name, n, t in rows:
         ratio = f"{n / t / base:6.2f}x loop" if base else ""
         print(f"{name:44} {n:6} tok {t:7.1f} s {n / t:8.1f} tok/s  {100 * n / t / own:5.1f}% of limit  {ratio}")
-    if same is not None:
-        print(f"batched and unbatched responses identical: {same}/{len(chats)} (in {dtype})")
+    for other, n in same.items():
+        print(f"capsafe batched responses identical to {other}: {n}/{len(chats)} (in {dtype})")
+    if bf16 is not None:
+        print(f"bfloat16: capsafe batched identical to an unbatched generate loop for {bf16[0]}/{bf16[1]} prompts")
+
+
+def bf16_identity(chats: list, dec: Decoding, batch: int) -> tuple[int, int]:
+    """In bfloat16, how many of capsafe's batched responses equal an unbatched generate loop's (batching
+    changes the order of bf16 sums, so a few may differ)."""
+    fast = TransformersBackend("smollm2-135m-instruct", dtype="bfloat16", batch_size=batch)
+    batched = fast.generate(chats, dec)
+    fast.fast_decode, fast.batch_size = False, 1
+    loop = [fast.generate([c], dec)[0] for c in chats]
+    fast.close()
+    return sum(a.text == b.text for a, b in zip(batched, loop, strict=True)), len(chats)
 
 
 if __name__ == "__main__":

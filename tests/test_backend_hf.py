@@ -75,3 +75,44 @@ def test_not_a_model_folder(tmp_path):
     (tmp_path / "readme.txt").write_text("hi")
     with pytest.raises(BackendError, match="not a model folder"):
         resolve_model(tmp_path)
+
+
+def test_fast_decode_equals_generate_when_rows_finish_early(tiny_model):
+    """capsafe's loop drops finished rows from the batch: greedy outputs and top log-probabilities stay
+    those of an unbatched ``generate`` loop, also when rows end at different steps."""
+    from capsafe_core.backends.hf import TransformersBackend
+
+    fast = TransformersBackend(str(tiny_model), dtype="float32", device="cpu", batch_size=5)
+    slow = TransformersBackend(str(tiny_model), dtype="float32", device="cpu", batch_size=1, fast_decode=False)
+    assert fast.fast_decode and not slow.fast_decode
+    rows = []
+    for p in PROMPTS:
+        enc = fast.tokenizer([fast.render(chat(p))], return_tensors="pt", add_special_tokens=False)
+        rows.append(fast._decode(enc, Decoding(max_new_tokens=12), 0, 0)[0][0])
+    # a token some answers contain and others do not, made an end token: rows finish at different steps
+    stop = next(t for r in rows for t in r[1:] if any(t not in other for other in rows))
+    for b in (fast, slow):
+        b.model.generation_config.eos_token_id = [stop, b.tokenizer.eos_token_id]
+    d = Decoding(max_new_tokens=12)
+    batched = fast.generate([chat(p) for p in PROMPTS], d, top_logprobs=3)
+    single = [slow.generate([chat(p)], d, top_logprobs=3)[0] for p in PROMPTS]
+    assert [c.text for c in batched] == [c.text for c in single]
+    assert [c.n_tokens for c in batched] == [c.n_tokens for c in single]
+    assert len({c.n_tokens for c in batched}) > 1
+    for a, b in zip(batched, single, strict=True):
+        assert a.logprobs is not None and b.logprobs is not None and len(a.logprobs) == len(b.logprobs)
+        for sa, sb in zip(a.logprobs, b.logprobs, strict=True):
+            assert sa.keys() == sb.keys()
+            assert all(abs(sa[k] - sb[k]) < 1e-4 for k in sa)
+
+
+def test_generation_config_with_processors_uses_generate(tiny_model):
+    """A repetition penalty (or another logits processor) in the model's generation config is left to
+    ``generate``, which applies it."""
+    from capsafe_core.backends.hf import TransformersBackend
+
+    b = TransformersBackend(str(tiny_model), dtype="float32", device="cpu", batch_size=2)
+    b.model.generation_config.repetition_penalty = 1.3
+    from capsafe_core.backends import decode
+
+    assert not decode.supported(b.model)

@@ -1,8 +1,10 @@
 """The transformers backend: batched generation on the local CPU or GPU.
 
 Prompts are rendered with the tokenizer's chat template, sorted by length and generated in
-batches with left padding (about 4× the tokens/s of a one-prompt loop on two CPU cores; see
-``bench/generation.py``). Greedy by default; sampling is seeded per batch.
+batches with left padding; without a given batch size, each call sizes its batch from the longest
+prompt, the answer length and free memory. Decoding is capsafe's loop (``backends.decode``), which
+drops finished rows from the batch, unless the model's generation config needs ``generate``
+(see ``bench/generation.py`` for the speed). Greedy by default; sampling is seeded per batch.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import platform
 from typing import Any
 
-from capsafe_core.backends import Completion, Decoding, Message
+from capsafe_core.backends import Completion, Decoding, Message, decode
 from capsafe_core.backends.models import ModelRef, auto_batch_size, load_model, model_hash, resolve_model
 from capsafe_core.errors import BackendError
 
@@ -36,9 +38,11 @@ class TransformersBackend:
         use_chat_template: bool = True,
         loaded: tuple[Any, Any, str] | None = None,
         model_hash: str | None = None,
+        fast_decode: bool = True,
     ) -> None:
         """``loaded=(model, tokenizer, device)`` wraps a model already in memory (e.g. during training);
-        ``batch_size=None`` picks one from free memory; ``chat_template`` is a Jinja template's text."""
+        ``batch_size=None`` picks one from free memory; ``chat_template`` is a Jinja template's text;
+        ``fast_decode=False`` uses ``transformers``' ``generate`` instead of ``backends.decode``."""
         self.model_ref = str(model)
         self._hash = model_hash
         self.ref: ModelRef | None = None
@@ -61,8 +65,10 @@ class TransformersBackend:
                 f"The model {self.model_ref} has no chat template; pass --chat-template FILE (a Jinja chat template) "
                 f"or --no-chat-template (prompts are then sent as plain text)"
             )
+        self.auto_batch = batch_size is None  # then sized per call from the workload and free memory
         self.batch_size = batch_size or auto_batch_size(self.model, self.device)
         self.halvings = 0  # how often a batch ran out of memory and was halved
+        self.fast_decode = fast_decode and decode.supported(self.model)
 
     def render(self, messages: list[Message]) -> str:
         if not self.use_chat_template:
@@ -79,6 +85,8 @@ class TransformersBackend:
         texts = [self.render(p) for p in prompts]
         lengths = [len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
         order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+        if self.auto_batch and not self.halvings and lengths:
+            self.batch_size = auto_batch_size(self.model, self.device, tokens=max(lengths) + decoding.max_new_tokens)
         out: dict[int, Completion] = {}
         start, b = 0, 0
         while start < len(order):
@@ -102,6 +110,55 @@ class TransformersBackend:
         import torch
 
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        try:
+            with torch.inference_mode():
+                if self.fast_decode:
+                    toks, tops = self._decode(enc, decoding, b, top_logprobs)
+                else:
+                    toks, tops = self._generate(enc, decoding, b, top_logprobs)
+        except torch.cuda.OutOfMemoryError:
+            del enc
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            raise OutOfMemory from None
+        eos = self._eos_ids()
+        out = []
+        for j, ids in enumerate(toks):
+            c = self._completion(ids, eos, decoding.max_new_tokens)
+            if tops is not None:
+                c = Completion(c.text, c.n_tokens, c.finish_reason, logprobs=tops[j][: max(c.n_tokens or 0, 1)])
+            out.append(c)
+        return out
+
+    def _decode(
+        self, enc: Any, decoding: Decoding, b: int, top_logprobs: int
+    ) -> tuple[list[list[int]], list[list[dict[str, float]]] | None]:
+        """capsafe's loop (``backends.decode``): finished rows leave the batch."""
+        import torch
+
+        gen = None
+        if not decoding.greedy:
+            gen = torch.Generator(device=self.device).manual_seed(decoding.seed + b)
+        d = decode.decode(
+            self.model,
+            enc["input_ids"],
+            enc["attention_mask"],
+            max_new_tokens=decoding.max_new_tokens,
+            eos_ids=self._eos_ids(),
+            temperature=0.0 if decoding.greedy else decoding.temperature,
+            top_p=decoding.top_p,
+            generator=gen,
+            top_logprobs=top_logprobs,
+        )
+        tops = [[self._top_texts(ids, vals) for ids, vals in row] for row in d.top] if top_logprobs else None
+        return d.tokens, tops
+
+    def _generate(
+        self, enc: Any, decoding: Decoding, b: int, top_logprobs: int
+    ) -> tuple[list[list[int]], list[list[dict[str, float]]] | None]:
+        """``transformers``' ``generate``, for models whose generation config the loop does not cover."""
+        import torch
+
         kwargs: dict[str, Any] = {
             "max_new_tokens": decoding.max_new_tokens,
             "pad_token_id": self.tokenizer.pad_token_id,
@@ -113,46 +170,31 @@ class TransformersBackend:
             kwargs.update(do_sample=True, temperature=decoding.temperature, top_p=decoding.top_p, top_k=0)
         if top_logprobs:
             kwargs.update(output_logits=True, return_dict_in_generate=True)
-        try:
-            with torch.inference_mode():
-                gen = self.model.generate(**enc, **kwargs)
-        except torch.cuda.OutOfMemoryError:
-            del enc
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            raise OutOfMemory from None
+        gen = self.model.generate(**enc, **kwargs)
         seqs = gen.sequences if top_logprobs else gen
         new = seqs[:, enc["input_ids"].shape[1] :].tolist()
-        tops = self._top_logprobs(gen.logits, top_logprobs) if top_logprobs else None
-        eos = self._eos_ids()
-        out = []
-        for j, toks in enumerate(new):
-            c = self._completion(toks, eos, decoding.max_new_tokens)
-            if tops is not None:
-                c = Completion(c.text, c.n_tokens, c.finish_reason, logprobs=tops[j][: max(c.n_tokens or 0, 1)])
-            out.append(c)
-        return out
+        return new, self._top_logprobs(gen.logits, top_logprobs) if top_logprobs else None
 
     def _top_logprobs(self, logits: Any, k: int) -> list[list[dict[str, float]]]:
         """Per sequence, per step: {token text: log-probability} of the k most likely tokens."""
-        import numpy as np
         import torch
 
         steps: list[tuple[list[list[float]], list[list[int]]]] = []
         for step_logits in logits:  # one (batch, vocab) tensor per generated token
             top_k = torch.log_softmax(step_logits.float(), dim=-1).topk(k, dim=-1)
             steps.append((top_k.values.tolist(), top_k.indices.tolist()))
-        out: list[list[dict[str, float]]] = []
-        for b in range(len(steps[0][0]) if steps else 0):
-            seq = []
-            for vals, ids in steps:
-                top: dict[str, float] = {}
-                for t, v in zip(ids[b], vals[b], strict=True):
-                    text = self.tokenizer.decode([t])  # distinct ids can decode alike: add their probabilities
-                    top[text] = float(np.logaddexp(top[text], v)) if text in top else v
-                seq.append(top)
-            out.append(seq)
-        return out
+        rows = len(steps[0][0]) if steps else 0
+        return [[self._top_texts(ids[b], vals[b]) for vals, ids in steps] for b in range(rows)]
+
+    def _top_texts(self, ids: list[int], values: list[float]) -> dict[str, float]:
+        """{token text: log-probability}; distinct ids that decode alike have their probabilities added."""
+        import numpy as np
+
+        top: dict[str, float] = {}
+        for t, v in zip(ids, values, strict=True):
+            text = self.tokenizer.decode([t])
+            top[text] = float(np.logaddexp(top[text], v)) if text in top else v
+        return top
 
     def _eos_ids(self) -> set[int]:
         ids = set()
