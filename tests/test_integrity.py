@@ -55,7 +55,9 @@ def test_second_run_of_an_inspect_task_is_refused_in_one_call(db_path, inspect_l
     before = dump(db_path)
     logs = [str(inspect_logs["arith_eval"]), str(inspect_logs["arith_rerun"])]
     line = one_line_error(invoke("import", "inspect", *logs, "--db", str(db_path)))
-    assert "same generation" in line and "--mitigation" in line.replace("experiment/mitigation/step", "--mitigation")
+    assert "same generation" in line and "--mitigation" in line.replace(
+        "experiment/mitigation/seed/step", "--mitigation"
+    )
     assert dump(db_path) == before
 
 

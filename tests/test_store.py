@@ -140,11 +140,12 @@ def test_reading_an_older_schema_migrates_it_first(db_path, monkeypatch):
 
     Store.open(db_path).close()
 
-    def _migration_2(db):
+    def _migration_next(db):
         db.execute("CREATE TABLE extra (id INTEGER PRIMARY KEY)")
 
-    monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, _migration_2])
+    now = len(schema.MIGRATIONS)
+    monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, _migration_next])
     monkeypatch.setattr(schema, "SCHEMA_VERSION", len(schema.MIGRATIONS))
     with Store.open(db_path, read_only=True) as s:
-        assert s.conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert s.conn.execute("PRAGMA user_version").fetchone()[0] == now + 1
         assert "extra" in s.db.table_names()

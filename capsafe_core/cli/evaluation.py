@@ -21,8 +21,15 @@ from capsafe_core.cli.base import cli, command_line, db_option, judge_model_opti
     ".gguf file or alias (smollm2-135m-instruct); with --backend openai, the server's model name.",
 )
 @click.option("--benchmarks", "-b", "bench", required=True, help="Comma-separated benchmarks or groups.")
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=int,
+    help="Seed of the fine-tuning run (repeated runs of a mitigation).",
+)
 @click.option("--limit", type=int, help="A stable seeded subset of N prompts per benchmark.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the subset and of sampling.")
+@click.option("--sampling-seed", default=0, show_default=True, type=int, help="Seed of the subset and of sampling.")
 @click.option("--evaluators", help="Comma-separated evaluators (default: every default evaluator).")
 @click.option("--backend", default="transformers", show_default=True, type=click.Choice(["transformers", "openai"]))
 @click.option("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (vLLM, llama.cpp).")
@@ -143,7 +150,13 @@ def judge_cmd(
 )
 @click.option("--batch-size", default=8, show_default=True, type=int)
 @click.option("--max-length", default=192, show_default=True, type=int)
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=int,
+    help="Seed of this run (data order, initialisation); its checkpoints are stored under it.",
+)
 @click.option("--safety-data", type=click.Path(dir_okay=False), help="JSONL of chats mixed in by safety_mix.")
 @click.option("--eval-benchmarks", default="", help="Also evaluate every save on these benchmarks.")
 @click.option("--eval-limit", type=int, help="Prompts per evaluation benchmark.")

@@ -27,7 +27,7 @@ def import_group() -> None:
     "maps",
     multiple=True,
     metavar="FIELD=COLUMN",
-    help="Read FIELD from COLUMN. FIELD: experiment, mitigation, step, model, benchmark, prompt_id, "
+    help="Read FIELD from COLUMN. FIELD: experiment, mitigation, seed, step, model, benchmark, prompt_id, "
     "prompt, category, reference, response, sample; or judge:NAME, score:NAME, explanation:NAME, "
     "human:ANNOTATOR, human_coherent:ANNOTATOR, human_note:ANNOTATOR.",
 )
@@ -43,10 +43,9 @@ def import_group() -> None:
 @click.option("--judge-version", default="imported", show_default=True, help="Version stored for imported judges.")
 @click.option(
     "--benchmark-kind",
-    default="safety",
-    show_default=True,
     type=click.Choice(["safety", "overrefusal", "capability"]),
-    help="Kind of a new benchmark.",
+    help="Kind of a new benchmark [default: capability where every verdict on it is a capability verdict, "
+    "else safety].",
 )
 @replace_option
 @db_option
@@ -56,14 +55,14 @@ def import_table_cmd(
     sets: tuple[str, ...],
     judge_kinds: tuple[str, ...],
     judge_version: str,
-    benchmark_kind: str,
+    benchmark_kind: str | None,
     replace: bool,
     db_path: str,
 ) -> None:
     """Import a CSV, JSONL or Parquet file, one generation per row.
 
     Columns named like a field are used without --map. Unset, experiment and benchmark are
-    the file name, mitigation is 'none' and step is 0. Prompts of a shipped benchmark are matched
+    the file name, mitigation is 'none', seed and step are 0. Prompts of a shipped benchmark are matched
     by prompt_id or text; other benchmarks are created.
 
     \b
@@ -83,17 +82,22 @@ def import_table_cmd(
 
 
 def checkpoint_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """``--experiment/--mitigation/--step/--benchmark`` of the tool importers."""
+    """``--experiment/--mitigation/--seed/--step/--benchmark`` of the tool importers."""
     f = click.option("--benchmark", "-b", help="Store the prompts under this benchmark.")(f)
     f = click.option("--step", type=int, help="Checkpoint step. [default: 0]")(f)
+    f = click.option(
+        "--seed", type=int, help="Seed of the fine-tuning run (repeated runs of one mitigation). [default: 0]"
+    )(f)
     f = click.option("--mitigation", "-m", help="Mitigation. [default: from the file, else none]")(f)
     return click.option("--experiment", "-e", help="Experiment. [default: the model's name in the file]")(f)
 
 
-def _checkpoint(experiment: str | None, mitigation: str | None, step: int | None, benchmark: str | None) -> Any:
+def _checkpoint(
+    experiment: str | None, mitigation: str | None, seed: int | None, step: int | None, benchmark: str | None
+) -> Any:
     from capsafe_core.importers.common import CheckpointArgs
 
-    return CheckpointArgs(experiment, mitigation, step, benchmark)
+    return CheckpointArgs(experiment, mitigation, step, benchmark, seed)
 
 
 @import_group.command(name="inspect")
@@ -109,6 +113,7 @@ def import_inspect_cmd(
     logs: tuple[str, ...],
     experiment: str | None,
     mitigation: str | None,
+    seed: int | None,
     step: int | None,
     benchmark: str | None,
     judge_kinds: tuple[str, ...],
@@ -134,7 +139,7 @@ def import_inspect_cmd(
         result = import_inspect(
             store,
             list(logs),
-            _checkpoint(experiment, mitigation, step, benchmark),
+            _checkpoint(experiment, mitigation, seed, step, benchmark),
             judge_kinds={k if k.startswith("inspect:") else f"inspect:{k}": v for k, v in kinds.items()},
             benchmark_kind=benchmark_kind,
             replace=replace,
@@ -151,6 +156,7 @@ def import_lm_eval_cmd(
     path: str,
     experiment: str | None,
     mitigation: str | None,
+    seed: int | None,
     step: int | None,
     benchmark: str | None,
     replace: bool,
@@ -169,7 +175,9 @@ def import_lm_eval_cmd(
     from capsafe_core.importers.lmeval import import_lm_eval
 
     with open_store(db_path, create=True) as store:
-        result = import_lm_eval(store, path, _checkpoint(experiment, mitigation, step, benchmark), replace=replace)
+        result = import_lm_eval(
+            store, path, _checkpoint(experiment, mitigation, seed, step, benchmark), replace=replace
+        )
     click.echo(result.summary())
 
 
@@ -184,6 +192,7 @@ def import_harmbench_cmd(
     behaviors: str | None,
     experiment: str | None,
     mitigation: str | None,
+    seed: int | None,
     step: int | None,
     benchmark: str | None,
     replace: bool,
@@ -203,7 +212,11 @@ def import_harmbench_cmd(
 
     with open_store(db_path, create=True) as store:
         result = import_harmbench(
-            store, file, _checkpoint(experiment, mitigation, step, benchmark), behaviors=behaviors, replace=replace
+            store,
+            file,
+            _checkpoint(experiment, mitigation, seed, step, benchmark),
+            behaviors=behaviors,
+            replace=replace,
         )
     click.echo(result.summary())
 
@@ -217,6 +230,7 @@ def import_jbb_cmd(
     file: str,
     experiment: str | None,
     mitigation: str | None,
+    seed: int | None,
     step: int | None,
     benchmark: str | None,
     replace: bool,
@@ -235,5 +249,5 @@ def import_jbb_cmd(
     from capsafe_core.importers.jbb import import_jbb
 
     with open_store(db_path, create=True) as store:
-        result = import_jbb(store, file, _checkpoint(experiment, mitigation, step, benchmark), replace=replace)
+        result = import_jbb(store, file, _checkpoint(experiment, mitigation, seed, step, benchmark), replace=replace)
     click.echo(result.summary())

@@ -169,7 +169,7 @@ class CheckpointEvaluator:
             model=model_ref,
             mitigation=self.mit.name,
             step=step,
-            seed=cfg.seed,
+            run_seed=cfg.seed,
             batch_size=cfg.eval_batch_size,
             reference_model=str(self.base),
             command=cfg.command,
@@ -184,6 +184,7 @@ class CheckpointEvaluator:
                 self.store.experiment_id(cfg.experiment),
                 self.mit.name,
                 step,
+                seed=cfg.seed,
                 model_ref=model_ref,
                 meta={"finetune": self.meta},
             )
@@ -196,14 +197,17 @@ class CheckpointEvaluator:
 
 
 def step0(store: Store, cfg: FinetuneConfig, mitigation: str, model_ref: str) -> float | None:
-    """Copy step 0 from ``cfg.step0_from`` (same model, same prompts) instead of evaluating it again."""
-    if cfg.step0_from is None or cfg.step0_from == mitigation:
-        return None
-    src = runs.step0_checkpoint(store, cfg.experiment, cfg.step0_from, model_ref)
+    """Copy step 0 from ``cfg.step0_from`` (same model, same prompts) instead of evaluating it again; the
+    step 0 of another run (seed) of the same mitigation is the same model too."""
+    src = None
+    if runs.checkpoint_id(store, cfg.experiment, mitigation, 0, cfg.seed) is None:
+        src = runs.step0_checkpoint(store, cfg.experiment, mitigation, model_ref)
+    if src is None and cfg.step0_from is not None and cfg.step0_from != mitigation:
+        src = runs.step0_checkpoint(store, cfg.experiment, cfg.step0_from, model_ref)
     if src is None:
         return None
     with store.transaction():
-        dst = store.copy_checkpoint(src, mitigation)
+        dst = store.copy_checkpoint(src, mitigation, seed=cfg.seed)
     return capability_of(store, dst, cfg.capability_benchmark)
 
 

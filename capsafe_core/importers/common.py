@@ -36,19 +36,33 @@ TOOL_NAMES = {
 
 @dataclass(frozen=True)
 class CheckpointArgs:
-    """``--experiment/--mitigation/--step/--benchmark`` as given (``None``: read from the source)."""
+    """``--experiment/--mitigation/--seed/--step/--benchmark`` as given (``None``: read from the source)."""
 
     experiment: str | None = None
     mitigation: str | None = None
     step: int | None = None
     benchmark: str | None = None
+    seed: int | None = None
 
-    def resolve(self, source: str, *, experiment: str | None, mitigation: str | None = None) -> tuple[str, str, int]:
-        """The checkpoint: given values win, then the source's, then ``none`` / step 0."""
+    def resolve(
+        self, source: str, *, experiment: str | None, mitigation: str | None = None, seed: Any = None
+    ) -> tuple[str, str, int, int]:
+        """The checkpoint (experiment, mitigation, seed, step): given values win, then the source's,
+        then ``none`` / seed 0 / step 0."""
         exp = self.experiment or experiment
         if not exp:
             raise BadInput(f"{source} does not name its model; pass --experiment NAME")
-        return exp, self.mitigation or mitigation or "none", 0 if self.step is None else self.step
+        if self.seed is None and seed is not None and not _whole(seed):
+            raise BadInput(f"{source} records the seed {seed!r}, which is not a whole number; pass --seed N")
+        run = self.seed if self.seed is not None else int(seed) if seed is not None else 0
+        return exp, self.mitigation or mitigation or "none", run, 0 if self.step is None else self.step
+
+
+def _whole(value: Any) -> bool:
+    try:
+        return not isinstance(value, bool) and int(value) == float(value)
+    except (TypeError, ValueError):
+        return False
 
 
 @dataclass

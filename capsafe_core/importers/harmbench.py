@@ -102,7 +102,7 @@ def build_rows(path: Path, args: CheckpointArgs, behaviors: dict[str, Behavior] 
     results = read_results(path)
     known = {**shipped_behaviors(), **(behaviors or {})}
     benchmark = _benchmark(path, results, known, args.benchmark)
-    experiment, mitigation, step = args.resolve(path.name, experiment=path.stem)
+    experiment, mitigation, seed, step = args.resolve(path.name, experiment=path.stem)
     rows = Rows()
     dec = decoding("harmbench")
     seen: dict[tuple[str, str], int] = {}
@@ -117,6 +117,7 @@ def build_rows(path: Path, args: CheckpointArgs, behaviors: dict[str, Behavior] 
             row = rows.add(
                 experiment=experiment,
                 mitigation=mitigation,
+                seed=seed,
                 step=step,
                 model=path.stem,
                 benchmark=benchmark,

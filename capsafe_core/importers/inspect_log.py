@@ -148,7 +148,10 @@ def add_log(rows: Rows, path: Path, args: CheckpointArgs, judge_kinds: dict[str,
     when every scorer is a capability scorer, else safety)."""
     log = read_log(path)
     spec = log.eval
-    experiment, mitigation, step = args.resolve(path.name, experiment=model_name(spec.model))
+    run_meta = spec.metadata if isinstance(spec.metadata, dict) else {}
+    experiment, mitigation, seed, step = args.resolve(
+        path.name, experiment=model_name(spec.model), seed=run_meta.get("seed")
+    )
     samples = [s for s in log.samples if s.error is None]
     if len(samples) < len(log.samples):
         rows.note(f"{path.name}: left out {len(log.samples) - len(samples)} samples that ended in an error")
@@ -168,6 +171,7 @@ def add_log(rows: Rows, path: Path, args: CheckpointArgs, judge_kinds: dict[str,
         rows.add(
             experiment=experiment,
             mitigation=mitigation,
+            seed=seed,
             step=step,
             model=spec.model,
             benchmark=shipped[i] if shipped else task_bench,

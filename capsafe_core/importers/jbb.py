@@ -52,7 +52,9 @@ def read_artifact(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 def build_rows(path: Path, args: CheckpointArgs) -> Rows:
     params, jailbreaks = read_artifact(path)
     model = params.get("model")
-    experiment, mitigation, step = args.resolve(path.name, experiment=model, mitigation=params.get("defense") or None)
+    experiment, mitigation, seed, step = args.resolve(
+        path.name, experiment=model, mitigation=params.get("defense") or None
+    )
     submitted = [jb for jb in jailbreaks if jb["prompt"] is not None and jb["response"] is not None]
     if not submitted:
         raise BadInput(f"{path.name} has no jailbreak with a prompt and a response; nothing to import")
@@ -68,6 +70,7 @@ def build_rows(path: Path, args: CheckpointArgs) -> Rows:
         row = rows.add(
             experiment=experiment,
             mitigation=mitigation,
+            seed=seed,
             step=step,
             model=model,
             benchmark=benchmark,

@@ -118,6 +118,13 @@ def model_ref(results: dict[str, Any] | None) -> str | None:
     return str(config["model"]) if config.get("model") else None
 
 
+def run_seed(results: dict[str, Any] | None) -> Any:
+    """The fine-tuning run's seed, where the run recorded one with ``--metadata '{"seed": N}'`` (lm-eval
+    keeps it in ``config.metadata``); lm-eval's own ``random_seed`` seeds the evaluation, not the model."""
+    meta = results.get("config", {}).get("metadata") if results else None
+    return meta.get("seed") if isinstance(meta, dict) else None
+
+
 def read_samples(path: Path) -> list[dict[str, Any]]:
     text = check_utf8(path.read_bytes(), path.name)
     lines = []
@@ -220,7 +227,7 @@ def add_task(
     rows: Rows,
     path: Path,
     task: str,
-    checkpoint: tuple[str, str, int],
+    checkpoint: tuple[str, str, int, int],
     *,
     model: str | None,
     nshot: Any,
@@ -242,13 +249,14 @@ def add_task(
     except BadInput as e:
         raise BadInput(f"{path.name} {e}") from None
     own = own_benchmark(task, "lmeval")
-    experiment, mitigation, step = checkpoint
+    experiment, mitigation, seed, step = checkpoint
     skipped: dict[str, Any] = {}
     for line, text, bench in zip(firsts, resp, benches, strict=True):
         gen_args = line["arguments"]["gen_args_0"].get("arg_1")
         row = rows.add(
             experiment=experiment,
             mitigation=mitigation,
+            seed=seed,
             step=step,
             model=model,
             benchmark=bench,
@@ -291,7 +299,7 @@ def import_lm_eval(
                 f"{source} has no results_<datetime>.json next to it to read the model from; "
                 f"pass --experiment NAME, or import the folder lm-eval wrote"
             )
-        checkpoint = args.resolve(source, experiment=model_name(ref))
+        checkpoint = args.resolve(source, experiment=model_name(ref), seed=run_seed(results))
         nshots = results.get("n-shot", {}) if results else {}
         for task, sample_path in sorted(run.samples.items()):
             first = len(rows.gens)

@@ -3,7 +3,7 @@
 An importer turns its source into three polars frames and calls :func:`write_records`:
 
 - ``generations``: one row per response, columns ``row`` (source row number, for errors),
-  ``experiment, mitigation, step, model, benchmark, prompt_id, prompt, category, reference,
+  ``experiment, mitigation, seed, step, model, benchmark, prompt_id, prompt, category, reference,
   response, sample, decoding`` and optionally ``n_tokens, finish_reason``;
 - ``judgments``: ``row, evaluator, kind, version, label, score, explanation``;
 - ``humans``: ``row, annotator, label, coherent, note``.
@@ -32,6 +32,7 @@ GEN_COLUMNS = {
     "row": pl.Int64,
     "experiment": pl.Utf8,
     "mitigation": pl.Utf8,
+    "seed": pl.Int64,
     "step": pl.Int64,
     "model": pl.Utf8,
     "benchmark": pl.Utf8,
@@ -120,7 +121,7 @@ def _check_duplicates(gens: pl.DataFrame) -> None:
         a, b = dup.sort("row").group_by(key, maintain_order=True).agg("row")["row"][0].head(2).to_list()
         raise BadInput(
             f"Rows {a} and {b} are the same generation (same checkpoint, prompt and sample); "
-            f"map a column to sample, or give them distinct experiment/mitigation/step"
+            f"map a column to sample, or give them distinct experiment/mitigation/seed/step"
         )
 
 
@@ -139,7 +140,7 @@ def _refuse(conflicts: tuple[Conflict, ...], fix: str) -> ImportConflict:
 
 
 GENERATION_FIX = (
-    "If this is another run or model, import it under its own --experiment/--mitigation/--step; if it is "
+    "If this is another run or model, import it under its own --experiment/--mitigation/--seed/--step; if it is "
     "another sample of the same prompt, map a sample column; to replace the stored responses (their verdicts "
     "and labels are dropped), pass --replace"
 )
@@ -248,20 +249,25 @@ def _resolve_prompts(
 
 
 def _checkpoints(store: Store, gens: pl.DataFrame, exp_ids: dict[str, int], added: dict[str, int]) -> pl.DataFrame:
-    ck = gens.select("experiment", "mitigation", "step", "model").unique(
-        ["experiment", "mitigation", "step"], keep="first", maintain_order=True
-    )
+    key = ["experiment", "mitigation", "seed", "step"]
+    ck = gens.select(*key, "model").unique(key, keep="first", maintain_order=True)
     rows = []
-    for e, m, s, model in ck.iter_rows():
-        if store_imports.checkpoint_id(store, exp_ids[e], m, s) is None:
+    for e, m, seed, s, model in ck.iter_rows():
+        if store_imports.checkpoint_id(store, exp_ids[e], m, s, seed) is None:
             added["checkpoints"] += 1
-        rows.append((e, m, s, store.upsert_checkpoint(exp_ids[e], m, s, model_ref=model)))
+        rows.append((e, m, seed, s, store.upsert_checkpoint(exp_ids[e], m, s, seed=seed, model_ref=model)))
     frame = pl.DataFrame(
         rows,
-        schema={"experiment": pl.Utf8, "mitigation": pl.Utf8, "step": pl.Int64, "checkpoint_id": pl.Int64},
+        schema={
+            "experiment": pl.Utf8,
+            "mitigation": pl.Utf8,
+            "seed": pl.Int64,
+            "step": pl.Int64,
+            "checkpoint_id": pl.Int64,
+        },
         orient="row",
     )
-    return gens.join(frame, on=["experiment", "mitigation", "step"], how="left")
+    return gens.join(frame, on=key, how="left")
 
 
 def _write_judgments(
@@ -307,6 +313,7 @@ def write_records(
     """
     gens = conform(gens, GEN_COLUMNS).with_columns(
         pl.col("sample").fill_null(0),
+        pl.col("seed").fill_null(0),
         pl.col("decoding").fill_null("{}"),
     )
     _validate(gens, field_hint=field_hint or {})

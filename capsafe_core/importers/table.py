@@ -28,6 +28,7 @@ from capsafe_core.store import Store
 FIELDS = (
     "experiment",
     "mitigation",
+    "seed",
     "step",
     "model",
     "benchmark",
@@ -39,7 +40,7 @@ FIELDS = (
     "sample",
 )
 PREFIXES = ("judge", "score", "explanation", "human", "human_coherent", "human_note")
-DEFAULTS = {"mitigation": "none", "step": "0"}
+DEFAULTS = {"mitigation": "none", "seed": "0", "step": "0"}
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class TableMapping:
     judges: dict[str, dict[str, str]] = field(default_factory=dict)  # prefix -> {name: column}
     judge_kinds: dict[str, str] = field(default_factory=dict)
     judge_version: str = "imported"
-    benchmark_kind: str = "safety"
+    benchmark_kind: str | None = None  # None: capability where every verdict is a capability verdict, else safety
 
 
 def _split_pair(item: str, flag: str) -> tuple[str, str]:
@@ -67,7 +68,7 @@ def parse_mapping(
     judge_kinds: Sequence[str] = (),
     *,
     judge_version: str = "imported",
-    benchmark_kind: str = "safety",
+    benchmark_kind: str | None = None,
 ) -> TableMapping:
     columns: dict[str, str] = {}
     judges: dict[str, dict[str, str]] = {p: {} for p in PREFIXES}
@@ -96,11 +97,23 @@ def parse_mapping(
         if kind not in verdicts.KINDS:
             raise BadInput(f"--judge-kind '{item}': unknown kind '{kind}'; use one of: {', '.join(verdicts.KINDS)}")
         kinds[name] = kind
-    if benchmark_kind not in ("safety", "overrefusal", "capability"):
+    if benchmark_kind not in (None, "safety", "overrefusal", "capability"):
         raise BadInput(f"Unknown benchmark kind '{benchmark_kind}'; use safety, overrefusal or capability")
     return TableMapping(
         columns, constants, {k: v for k, v in judges.items() if v}, kinds, judge_version, benchmark_kind
     )
+
+
+def _kinds(gens: pl.DataFrame, judgments: pl.DataFrame | None) -> dict[str, str]:
+    """Per benchmark: ``capability`` when every verdict on it is a capability verdict, else ``safety``."""
+    if judgments is None or judgments.height == 0:
+        return {}
+    kinds = (
+        judgments.join(gens.select("row", "benchmark"), on="row")
+        .group_by("benchmark")
+        .agg((pl.col("kind") == "capability").all().alias("capability"))
+    )
+    return {str(b): "capability" if c else "safety" for b, c in kinds.iter_rows()}
 
 
 # --- reading -----------------------------------------------------------------------------
@@ -240,13 +253,13 @@ def _generations(frame: pl.DataFrame, mapping: TableMapping, path: Path) -> pl.D
             expr = pl.lit(DEFAULTS.get(f), dtype=pl.Utf8)
         exprs.append(expr.alias(f))
     gens = frame.select(exprs)
-    for f in ("step", "sample"):
+    for f in ("seed", "step", "sample"):
         bad = gens.filter(pl.col(f).is_not_null() & pl.col(f).cast(pl.Int64, strict=False).is_null())
         if bad.height:
             raise BadInput(
                 f"Row {bad['row'][0]}: {f} '{bad[f][0]}' is not a whole number; map {f} to an integer column"
             )
-    gens = gens.with_columns(pl.col("step").cast(pl.Int64), pl.col("sample").cast(pl.Int64))
+    gens = gens.with_columns(pl.col(f).cast(pl.Int64) for f in ("seed", "step", "sample"))
     gens = gens.with_columns(pl.lit(json.dumps({"source": "import"})).alias("decoding"))
     return gens
 
@@ -363,7 +376,7 @@ def import_table(store: Store, path: str | Path, mapping: TableMapping, *, repla
         judgments,
         humans,
         source=p.name,
-        benchmark_kind=mapping.benchmark_kind,
+        benchmark_kind=mapping.benchmark_kind or _kinds(gens, judgments),
         field_hint=hints,
         replace=replace,
     )

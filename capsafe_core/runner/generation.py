@@ -33,9 +33,10 @@ class RunSpec:
     benchmarks: Sequence[str]
     mitigation: str = "none"
     step: int = 0
+    run_seed: int = 0  # the checkpoint's run: repeated fine-tuning runs of one mitigation differ in it
     limit: int | None = None
     limits: dict[str, int | None] = field(default_factory=dict)  # per-benchmark limit, overrides ``limit``
-    seed: int = 0
+    seed: int = 0  # of the prompt subset and of sampling (the same prompts for every checkpoint)
     evaluators: Sequence[str] | None = None  # None = the default set
     backend: str = "transformers"
     base_url: str | None = None
@@ -99,7 +100,7 @@ def run_checkpoint(store: Store, spec: RunSpec, *, progress: bool = True, backen
     ]
     decoding = spec.decoding.to_json()
     todo = _todo_prompts(
-        store, runs.checkpoint_id(store, spec.experiment, spec.mitigation, spec.step), prompts, decoding
+        store, runs.checkpoint_id(store, spec.experiment, spec.mitigation, spec.step, spec.run_seed), prompts, decoding
     )
     result = RunResult(generations_stored=len(prompts) - len(todo))
 
@@ -115,7 +116,7 @@ def run_checkpoint(store: Store, spec: RunSpec, *, progress: bool = True, backen
         state["exp_id"] = store.upsert_experiment(spec.experiment, **spec.experiment_fields)
         meta = {"run": _run_meta(spec, backend)} if backend is not None else None
         state["ck_id"] = store.upsert_checkpoint(
-            state["exp_id"], spec.mitigation, spec.step, model_ref=spec.model, meta=meta
+            state["exp_id"], spec.mitigation, spec.step, seed=spec.run_seed, model_ref=spec.model, meta=meta
         )
         ids: dict[tuple[str, str], int] = {}
         for b in bench_names:
@@ -191,6 +192,7 @@ def _run_meta(spec: RunSpec, backend: Backend) -> dict[str, Any]:
         "command": spec.command,
         "decoding": asdict(spec.decoding),
         "seed": spec.seed,
+        "run_seed": spec.run_seed,
         "limit": spec.limit,
         "benchmarks": list(spec.benchmarks),
         "backend": info,
@@ -214,6 +216,8 @@ def decoding_from_options(
 def run_spec(options: dict[str, Any], *, command: str | None = None) -> RunSpec:
     """A ``RunSpec`` from ``capsafe run``'s options (comma lists split, decoding and judge model checked)."""
     o = dict(options)
+    o["run_seed"] = o.pop("seed", 0)
+    o["seed"] = o.pop("sampling_seed", 0)
     if o.get("backend") == "openai" and not o.get("base_url"):
         raise BadInput("--backend openai needs --base-url, e.g. http://127.0.0.1:8000/v1")
     judge = judge_options(

@@ -137,18 +137,21 @@ class Store:
         mitigation: str,
         step: int,
         *,
+        seed: int = 0,
         model_ref: str | None = None,
         meta: dict[str, Any] | None = None,
     ) -> int:
+        """The checkpoint (experiment, mitigation, seed, step): ``seed`` tells repeated fine-tuning runs
+        of one mitigation apart."""
         row = self.conn.execute(
-            """INSERT INTO checkpoints (experiment_id, mitigation, step, model_ref, meta)
-               VALUES (?, ?, ?, ?, ?)
-               ON CONFLICT(experiment_id, mitigation, step) DO UPDATE SET
+            """INSERT INTO checkpoints (experiment_id, mitigation, seed, step, model_ref, meta)
+               VALUES (?, ?, ?, ?, ?, ?)
+               ON CONFLICT(experiment_id, mitigation, seed, step) DO UPDATE SET
                  model_ref = coalesce(excluded.model_ref, model_ref),
                  meta = CASE WHEN excluded.meta = '{}' THEN meta
                              ELSE json_patch(meta, excluded.meta) END
                RETURNING id""",
-            (experiment_id, mitigation, int(step), model_ref, to_json(meta)),
+            (experiment_id, mitigation, int(seed), int(step), model_ref, to_json(meta)),
         ).fetchone()
         return int(row[0])
 
@@ -253,16 +256,17 @@ class Store:
         cur = self.conn.executemany(sql, rows)
         return cur.rowcount
 
-    def copy_checkpoint(self, src_id: int, mitigation: str, *, step: int | None = None) -> int:
-        """Give another mitigation the same checkpoint (e.g. the shared step 0): copies its generations
-        and judgments, and notes the source in ``meta.copied_from``. Idempotent."""
-        exp_id, src_step, model_ref = self.conn.execute(
-            "SELECT experiment_id, step, model_ref FROM checkpoints WHERE id = ?", (src_id,)
+    def copy_checkpoint(self, src_id: int, mitigation: str, *, step: int | None = None, seed: int | None = None) -> int:
+        """Give another mitigation or run the same checkpoint (e.g. the shared step 0): copies its
+        generations and judgments, and notes the source in ``meta.copied_from``. Idempotent."""
+        exp_id, src_step, src_seed, model_ref = self.conn.execute(
+            "SELECT experiment_id, step, seed, model_ref FROM checkpoints WHERE id = ?", (src_id,)
         ).fetchone()
         dst = self.upsert_checkpoint(
             exp_id,
             mitigation,
             src_step if step is None else step,
+            seed=src_seed if seed is None else seed,
             model_ref=model_ref,
             meta={"copied_from": {"checkpoint_id": src_id}},
         )
@@ -354,11 +358,11 @@ class Store:
         if experiment is not None:
             where, params = "WHERE c.experiment_id = ?", [self.experiment_id(experiment)]
         return self.frame(
-            f"""SELECT c.id, e.name AS experiment, c.mitigation, c.step, c.model_ref,
+            f"""SELECT c.id, e.name AS experiment, c.mitigation, c.seed, c.step, c.model_ref,
                        (SELECT count(*) FROM generations g WHERE g.checkpoint_id = c.id) AS generations,
                        c.meta
                 FROM checkpoints c JOIN experiments e ON e.id = c.experiment_id {where}
-                ORDER BY e.name, c.mitigation, c.step""",
+                ORDER BY e.name, c.mitigation, c.seed, c.step""",
             params,
         )
 

@@ -1,6 +1,6 @@
 """The rows of ``capsafe export``: one joined row per generation (``capsafe_core.export`` writes them).
 
-Columns: experiment, mitigation, step, model, benchmark, benchmark_kind, prompt_id, category,
+Columns: experiment, mitigation, seed, step, model, benchmark, benchmark_kind, prompt_id, category,
 prompt, reference, response, sample, n_tokens, finish_reason; then ``<evaluator>`` (label) and
 ``<evaluator>_score`` per evaluator; then ``human:<annotator>`` (latest label) with
 ``human_coherent:<annotator>`` and ``human_note:<annotator>``. The file imports back with
@@ -14,7 +14,7 @@ import polars as pl
 from capsafe_core.store.db import Store
 
 BASE_SQL = """
-SELECT g.id AS generation_id, e.name AS experiment, c.mitigation, c.step, c.model_ref AS model,
+SELECT g.id AS generation_id, e.name AS experiment, c.mitigation, c.seed, c.step, c.model_ref AS model,
        b.name AS benchmark, b.kind AS benchmark_kind, p.ext_id AS prompt_id, p.category, p.text AS prompt,
        p.reference, g.response, g.sample, g.n_tokens, g.finish_reason
 FROM generations g
@@ -28,7 +28,9 @@ JOIN benchmarks b ON b.id = p.benchmark_id
 def wide_frame(store: Store, *, experiment: str | None = None, benchmark: str | None = None) -> pl.DataFrame:
     """Every generation (filtered) with its judgments and latest human labels as columns."""
     where, params = store.scope(experiment=experiment, benchmark=benchmark)
-    base = store.frame(BASE_SQL + where + " ORDER BY e.name, c.mitigation, c.step, b.name, p.ext_id, g.sample", params)
+    base = store.frame(
+        BASE_SQL + where + " ORDER BY e.name, c.mitigation, c.seed, c.step, b.name, p.ext_id, g.sample", params
+    )
     if base.height == 0:
         return base
     judg = store.frame(

@@ -39,10 +39,10 @@ class Written:
     conflicts: tuple[Conflict, ...] = ()
 
 
-def checkpoint_id(store: Store, experiment_id: int, mitigation: str, step: int) -> int | None:
+def checkpoint_id(store: Store, experiment_id: int, mitigation: str, step: int, seed: int = 0) -> int | None:
     row = store.conn.execute(
-        "SELECT id FROM checkpoints WHERE experiment_id = ? AND mitigation = ? AND step = ?",
-        (experiment_id, mitigation, int(step)),
+        "SELECT id FROM checkpoints WHERE experiment_id = ? AND mitigation = ? AND seed = ? AND step = ?",
+        (experiment_id, mitigation, int(seed), int(step)),
     ).fetchone()
     return int(row[0]) if row else None
 

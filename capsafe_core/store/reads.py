@@ -51,9 +51,15 @@ def _bulk_frame(store: Store, sql: str, schema: Mapping[str, Any]) -> pl.DataFra
 def checkpoints(store: Store, experiment_id: int) -> pl.DataFrame:
     return _frame(
         store,
-        "SELECT id, mitigation, step, model_ref FROM checkpoints WHERE experiment_id = ?",
+        "SELECT id, mitigation, seed, step, model_ref FROM checkpoints WHERE experiment_id = ?",
         [experiment_id],
-        {"checkpoint_id": pl.Int64, "mitigation": pl.Utf8, "step": pl.Int64, "model_ref": pl.Utf8},
+        {
+            "checkpoint_id": pl.Int64,
+            "mitigation": pl.Utf8,
+            "seed": pl.Int64,
+            "step": pl.Int64,
+            "model_ref": pl.Utf8,
+        },
     )
 
 
@@ -79,7 +85,7 @@ def evaluators(store: Store) -> pl.DataFrame:
 
 
 def verdicts(store: Store, experiment: str) -> pl.DataFrame:
-    """One row per judgment of the experiment: generation_id, checkpoint_id, mitigation, step, prompt_id,
+    """One row per judgment of the experiment: generation_id, checkpoint_id, mitigation, seed, step, prompt_id,
     benchmark, bench_kind, category, evaluator, ev_kind, label, score.
 
     Where an evaluator has several versions, the newest (highest id) is used.
@@ -98,13 +104,14 @@ def verdicts(store: Store, experiment: str) -> pl.DataFrame:
     ev = ev.join(latest, on=["evaluator", "evaluator_id"], how="semi")
     out = (
         raw.join(ev.select("evaluator_id", "evaluator", "ev_kind"), on="evaluator_id", how="inner")
-        .join(checkpoints(store, exp_id).select("checkpoint_id", "mitigation", "step"), on="checkpoint_id")
+        .join(checkpoints(store, exp_id).select("checkpoint_id", "mitigation", "seed", "step"), on="checkpoint_id")
         .join(prompts(store, exp_id).select("prompt_id", "benchmark", "bench_kind", "category"), on="prompt_id")
     )
     return out.select(
         "generation_id",
         "checkpoint_id",
         "mitigation",
+        "seed",
         "step",
         "prompt_id",
         "benchmark",
@@ -145,7 +152,8 @@ def human_labels(store: Store, experiment: str | None = None, *, latest: bool = 
 def generation_detail(store: Store, generation_id: int) -> dict[str, object] | None:
     """One generation with prompt, checkpoint and every judgment (for the detail view)."""
     row = store.conn.execute(
-        """SELECT g.id, e.name, c.mitigation, c.step, c.model_ref, b.name, b.kind, p.ext_id, p.category, p.text,
+        """SELECT g.id, e.name, c.mitigation, c.seed, c.step, c.model_ref, b.name, b.kind, p.ext_id, p.category,
+                  p.text,
                   p.reference, g.response, g.sample, g.decoding, g.n_tokens, g.finish_reason, g.created_at
            FROM generations g JOIN checkpoints c ON c.id = g.checkpoint_id JOIN experiments e ON e.id = c.experiment_id
            JOIN prompts p ON p.id = g.prompt_id JOIN benchmarks b ON b.id = p.benchmark_id WHERE g.id = ?""",
@@ -157,6 +165,7 @@ def generation_detail(store: Store, generation_id: int) -> dict[str, object] | N
         "generation_id",
         "experiment",
         "mitigation",
+        "seed",
         "step",
         "model_ref",
         "benchmark",
@@ -201,6 +210,7 @@ class SampleFilter:
     """What the Samples page shows (every field optional)."""
 
     mitigation: str | None = None
+    seed: int | None = None
     step: int | None = None
     checkpoint_id: int | None = None
     benchmark: str | None = None
@@ -218,6 +228,7 @@ def _sample_where(store: Store, experiment: str, f: SampleFilter) -> tuple[str, 
     params: list[object] = [store.experiment_id(experiment)]
     for col, val in (
         ("c.mitigation", f.mitigation),
+        ("c.seed", f.seed),
         ("c.step", f.step),
         ("c.id", f.checkpoint_id),
         ("b.name", f.benchmark),
@@ -260,14 +271,15 @@ def samples(
                   WHERE j.generation_id = g.id AND v.name = ? ORDER BY v.id DESC LIMIT 1)"""
     rows = _frame(
         store,
-        f"""SELECT g.id, c.mitigation, c.step, b.name, p.category, substr(p.text, 1, 300), substr(g.response, 1, 300),
-                   {verdict}, {verdict},
+        f"""SELECT g.id, c.mitigation, c.seed, c.step, b.name, p.category, substr(p.text, 1, 300),
+                   substr(g.response, 1, 300), {verdict}, {verdict},
                    (SELECT h.label FROM human_labels h WHERE h.generation_id = g.id ORDER BY h.id DESC LIMIT 1)
-            {base} ORDER BY c.mitigation, c.step, b.name, g.id LIMIT ? OFFSET ?""",
+            {base} ORDER BY c.mitigation, c.seed, c.step, b.name, g.id LIMIT ? OFFSET ?""",
         [evaluator or "", "coherence", *params, limit, offset],
         {
             "generation_id": pl.Int64,
             "mitigation": pl.Utf8,
+            "seed": pl.Int64,
             "step": pl.Int64,
             "benchmark": pl.Utf8,
             "category": pl.Utf8,

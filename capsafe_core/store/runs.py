@@ -23,12 +23,12 @@ def _marks(n: int) -> str:
     return ",".join("?" * n)
 
 
-def checkpoint_id(store: Store, experiment: str, mitigation: str, step: int) -> int | None:
-    """The stored checkpoint of (experiment name, mitigation, step), if any."""
+def checkpoint_id(store: Store, experiment: str, mitigation: str, step: int, seed: int = 0) -> int | None:
+    """The stored checkpoint of (experiment name, mitigation, seed, step), if any."""
     row = store.conn.execute(
         """SELECT c.id FROM checkpoints c JOIN experiments e ON e.id = c.experiment_id
-           WHERE e.name = ? AND c.mitigation = ? AND c.step = ?""",
-        (experiment, mitigation, int(step)),
+           WHERE e.name = ? AND c.mitigation = ? AND c.seed = ? AND c.step = ?""",
+        (experiment, mitigation, int(seed), int(step)),
     ).fetchone()
     return int(row[0]) if row else None
 
@@ -149,10 +149,11 @@ def generations_in_scope(store: Store, *, experiment: str | None, benchmark: str
 
 
 def step0_checkpoint(store: Store, experiment: str, mitigation: str, model_ref: str) -> int | None:
-    """The step-0 checkpoint of a mitigation evaluated from ``model_ref``, if stored."""
+    """The step-0 checkpoint of a mitigation evaluated from ``model_ref`` (of any run: step 0 is the
+    starting model, the same for every seed), if stored."""
     row = store.conn.execute(
         """SELECT c.id FROM checkpoints c JOIN experiments e ON e.id = c.experiment_id
-           WHERE e.name = ? AND c.mitigation = ? AND c.step = 0 AND c.model_ref = ?""",
+           WHERE e.name = ? AND c.mitigation = ? AND c.step = 0 AND c.model_ref = ? ORDER BY c.seed LIMIT 1""",
         (experiment, mitigation, model_ref),
     ).fetchone()
     return int(row[0]) if row else None
@@ -162,8 +163,8 @@ def capability_verdicts(store: Store, checkpoint_id: int, benchmark: str, scorer
     """One scorer's verdicts on one checkpoint's answers to one benchmark, as rows of the verdict frame
     (``reads.verdicts``' columns), so that the analysis computes the checkpoint's capability."""
     rows = store.conn.execute(
-        """SELECT g.id, g.checkpoint_id, c.mitigation, c.step, g.prompt_id, b.name, b.kind, v.name, v.kind,
-                  j.label, j.score
+        """SELECT g.id, g.checkpoint_id, c.mitigation, c.seed, c.step, g.prompt_id, b.name, b.kind, v.name,
+                  v.kind, j.label, j.score
            FROM judgments j JOIN evaluators v ON v.id = j.evaluator_id
            JOIN generations g ON g.id = j.generation_id JOIN checkpoints c ON c.id = g.checkpoint_id
            JOIN prompts p ON p.id = g.prompt_id JOIN benchmarks b ON b.id = p.benchmark_id
@@ -174,6 +175,7 @@ def capability_verdicts(store: Store, checkpoint_id: int, benchmark: str, scorer
         "generation_id": pl.Int64,
         "checkpoint_id": pl.Int64,
         "mitigation": pl.Utf8,
+        "seed": pl.Int64,
         "step": pl.Int64,
         "prompt_id": pl.Int64,
         "benchmark": pl.Utf8,

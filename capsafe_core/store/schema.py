@@ -116,7 +116,17 @@ def _migration_1_results(db: sqlite_utils.Database) -> None:
     _t(db, "human_labels").create_index(["generation_id"])
 
 
-MIGRATIONS = [_migration_1]
+def _migration_2(db: sqlite_utils.Database) -> None:
+    """Repeated runs: a checkpoint is (experiment, mitigation, seed, step); existing ones are seed 0."""
+    db.execute("ALTER TABLE checkpoints ADD COLUMN seed INTEGER NOT NULL DEFAULT 0")
+    db.execute("DROP INDEX IF EXISTS idx_checkpoints_experiment_id_mitigation_step")
+    db.execute(
+        "CREATE UNIQUE INDEX idx_checkpoints_experiment_id_mitigation_seed_step "
+        "ON checkpoints(experiment_id, mitigation, seed, step)"
+    )
+
+
+MIGRATIONS = [_migration_1, _migration_2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -163,8 +173,19 @@ def check_capsafe(conn: sqlite3.Connection, path: object) -> int:
 
 
 def migrate(db: sqlite_utils.Database) -> None:
-    """Run the migrations above the file's ``user_version`` (each in its own transaction)."""
+    """Run the migrations above the file's ``user_version``, each in its own transaction (a failed one
+    leaves the file as it was)."""
     for i in range(version(db.conn), SCHEMA_VERSION):
-        with db.conn:
+        if i == 0:  # the first creates tables through sqlite-utils, which commits by itself
+            with db.conn:
+                MIGRATIONS[i](db)
+                db.execute(f"PRAGMA user_version = {i + 1}")
+            continue
+        db.conn.execute("BEGIN IMMEDIATE")
+        try:
             MIGRATIONS[i](db)
-            db.execute(f"PRAGMA user_version = {i + 1}")
+            db.conn.execute(f"PRAGMA user_version = {i + 1}")
+        except BaseException:
+            db.conn.execute("ROLLBACK")
+            raise
+        db.conn.execute("COMMIT")
