@@ -130,33 +130,45 @@ def compare_report(
     experiment: str | None = None,
     set_apart_incoherent: bool = False,
 ) -> dict[str, pl.DataFrame]:
-    """Mitigations at the capability target for every (benchmark, evaluator, metric), with the
-    rankings, Kendall's τ between them and where the winner changes."""
+    """Mitigations at the capability target for every (benchmark, evaluator, metric) with CIs that
+    include the capability uncertainty (``analysis.matched``), the paired differences, the rankings
+    with their best sets, Kendall's τ between them, and the conclusion changes."""
     if target is not None and not 0.0 <= target <= 1.0:
         raise BadInput(f"--target {target} is not a capability in [0, 1]")
-    out: dict[str, list[pl.DataFrame]] = {"compare": [], "rankings": [], "tau": []}
+    keys = ("compare", "differences", "rankings", "tau", "changes")
+    out: dict[str, list[pl.DataFrame]] = {k: [] for k in keys}
     for exp in experiments(store, experiment):
         v = _verdicts(store, exp, None)
         s = setup(store, exp, v)
         if s.capability_benchmark is None or s.scorer is None:
             continue
         t = s.target if target is None else target
-        long = analysis.compare_table(
+        tables = analysis.compare_tables(
             v,
             t,
             capability_benchmark=s.capability_benchmark,
             scorer=s.scorer,
             set_apart_incoherent=set_apart_incoherent,
         )
+        long = tables["compare"]
         if long.height == 0:
             continue
         extra = [pl.lit(exp).alias("experiment"), pl.lit(t).alias("target")]
-        out["compare"].append(long.with_columns(*extra))
         rankings, tau = analysis.sensitivity(long)
         if rankings.height:
-            out["rankings"].append(rankings.with_columns(*extra))
-        if tau.height:
-            out["tau"].append(tau.with_columns(*extra))
+            best = long.select("benchmark", "evaluator", "metric", "best_set").unique(
+                ["benchmark", "evaluator", "metric"]
+            )
+            rankings = rankings.join(best, on=["benchmark", "evaluator", "metric"], how="left")
+        for key, frame in (
+            ("compare", long),
+            ("differences", tables["differences"]),
+            ("rankings", rankings),
+            ("tau", tau),
+            ("changes", tables["changes"]),
+        ):
+            if frame.height:
+                out[key].append(frame.with_columns(*extra) if key != "changes" else frame.with_columns(extra[0]))
     if not out["compare"]:
         raise BadInput(
             "No experiment here has both a capability benchmark with a scorer and a judged safety benchmark; "
@@ -166,7 +178,8 @@ def compare_report(
 
 
 def compact_compare(tables: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
-    """``compare_report`` for reading in a terminal: one ``value [95% CI]`` cell per row, where reached."""
+    """``compare_report`` for reading in a terminal: one ``value [95% CI]`` cell per row, where reached,
+    and the differences with whether they are significant."""
     c = tables["compare"]
     compact = c.select(
         "experiment",
@@ -175,15 +188,80 @@ def compact_compare(tables: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
         "metric",
         "mitigation",
         pl.when(pl.col("reached"))
-        .then(pl.format("step {}", "first_step"))
+        .then(pl.format("step {} ({}/{} runs)", "first_step", "seeds_reached", "seeds"))
         .otherwise(pl.lit("not reached"))
         .alias("at"),
+        pl.col("p_reached").round(2),
         pl.when(pl.col("reached"))
-        .then(analysis.ci_expr("value", "lo", "hi"))
+        .then(analysis.ci_expr("interp_value", "interp_lo", "interp_hi"))
         .otherwise(pl.lit(""))
-        .alias("value [95% CI]"),
-        pl.col("interp_value").round(3).alias("interpolated"),
-        "best",
-        "winner_changes",
+        .alias("interpolated [95% CI]"),
+        pl.when(pl.col("reached")).then(analysis.ci_expr("value", "lo", "hi")).otherwise(pl.lit("")).alias("first"),
+        pl.col("best_set").list.join(", ").alias("best (indistinguishable)"),
     )
-    return {**tables, "compare": compact, "tau": tables["tau"].drop("target", strict=False)}
+    d = tables["differences"]
+    diffs = (
+        d.select(
+            "experiment",
+            "benchmark",
+            "evaluator",
+            "metric",
+            pl.format("{} − {}", "a", "b").alias("difference"),
+            analysis.ci_expr("diff", "lo", "hi").alias("value [95% CI]"),
+            pl.col("p_holm").round(4),
+            pl.when(pl.col("significant"))
+            .then(pl.lit("significant"))
+            .otherwise(pl.lit("indistinguishable"))
+            .alias("verdict"),
+        )
+        if d.height
+        else d
+    )
+    rankings = tables["rankings"]
+    if rankings.height:
+        rankings = rankings.with_columns(pl.col("ranking").list.join(" < "), pl.col("best_set").list.join(", ")).drop(
+            "target", strict=False
+        )
+    return {
+        **tables,
+        "compare": compact,
+        "differences": diffs,
+        "rankings": rankings,
+        "tau": tables["tau"].drop("target", strict=False),
+    }
+
+
+def headline(head: pl.DataFrame, *, target: float, evaluator: str, benches: list[str]) -> str:
+    """The Overview's sentence (Markdown, names inert) from one view's ``compare`` frame: the lowest
+    mitigation, which others are indistinguishable from it, and which are significantly worse."""
+    from capsafe_core import inert
+
+    reached = head.filter(pl.col("interp_value").is_not_null()).sort("interp_value")
+    missing = head.filter(pl.col("interp_value").is_null())["mitigation"].to_list()
+    tail = f" Not reaching the target: {inert.md_list(missing)}." if missing else ""
+    if reached.height == 0:
+        return f"No mitigation reaches capability **{target:g}**.{tail}"
+    best = reached.row(0, named=True)
+    best_set = [m for m in best.get("best_set") or [best["mitigation"]] if m != best["mitigation"]]
+    worse = [m for m in reached["mitigation"].to_list()[1:] if m not in best_set]
+    value = analysis.format_ci(best["interp_value"], best["interp_lo"], best["interp_hi"])
+    where = f"by {inert.md(evaluator)} on {inert.md_list(benches)}"
+    if reached.height == 1:
+        text = f"At capability **{target:g}**, only **{inert.md(best['mitigation'])}** is measured: {value} {where}."
+    elif not worse:
+        text = (
+            f"At capability **{target:g}**, the mitigations are **indistinguishable** {where}: none is significantly "
+            f"safer than another (lowest: {inert.md(best['mitigation'])}, {value})."
+        )
+    else:
+        same = f"; indistinguishable from it: {inert.md_list(best_set)}" if best_set else ""
+        text = (
+            f"At capability **{target:g}**, the lowest unsafe rate {where} is **{inert.md(best['mitigation'])}** "
+            f"({value}){same}; significantly worse: {inert.md_list(worse)}."
+        )
+    return (
+        text
+        + tail
+        + " Check on **Compare** whether that holds for other judges and benchmarks, and on **Judges** how far the "
+        "judges can be trusted on incoherent answers."
+    )

@@ -22,17 +22,19 @@ target = st.slider(
 )
 apart = st.toggle("Set incoherent answers apart", key="cmp_apart")
 v = ctx.verdicts()
-long = analysis.compare_table(
+tables = analysis.compare_tables(
     v, target, capability_benchmark=ctx.capability_benchmark, scorer=ctx.scorer, set_apart_incoherent=apart
 )
+long = tables["compare"]
 if long.height == 0:
     st.info("No safety benchmark is judged by a harm or refusal judge in this experiment.")
     st.stop()
 wide = analysis.wide_compare(long)
 st.markdown(
-    "Each cell: the safety value of the **first checkpoint that reaches the target**, with its 95% bootstrap CI "
-    "over prompts (lower is safer). Highlighted rows: the best mitigation differs from the usual winner, so the "
-    "conclusion depends on the benchmark or the judge."
+    "Each cell: the safety value **interpolated at the target** between the checkpoints around it (lower is safer), "
+    f"with its {analysis.WHAT_THE_CI_INCLUDES}. *Best (indistinguishable)*: the lowest mitigation and every one not "
+    "significantly worse than it (paired bootstrap, Holm-corrected within the view). Highlighted rows: a "
+    "**conclusion change**, a view that orders two mitigations significantly the other way round from another view."
 )
 
 
@@ -41,16 +43,18 @@ def highlight(row):
 
 
 st.dataframe(wide.to_pandas().style.apply(highlight, axis=1), hide_index=True)
-common.download_csv(long.drop("interp_between"), f"{ctx.experiment}-compare-{target:g}.csv")
-changes = wide.filter(pl.col("winner_changes"))
+common.download_csv(long.drop("interp_between", "best_set"), f"{ctx.experiment}-compare-{target:g}.csv")
+changes = tables["changes"]
 if changes.height:
     st.warning(
-        f"The winner changes in {changes.height} of {wide.height} views: "
+        f"The conclusion changes between views ({changes.height}): "
         + "; ".join(
-            f"{inert.md(b)} / {inert.md(e)} / {inert.md(m)} → {inert.md(w)}"
-            for b, e, m, w in changes.select("benchmark", "evaluator", "metric", "best").iter_rows()
+            f"{inert.md(x)} is significantly safer than {inert.md(y)} by {inert.md(a)}, the reverse by {inert.md(b)}"
+            for a, b, x, y in changes.select("view_a", "view_b", "x", "y").iter_rows()
         )
     )
+else:
+    st.success("No conclusion changes: no two views order a pair of mitigations significantly in opposite directions.")
 
 st.subheader("One view in detail")
 views = long.select("benchmark", "evaluator", "metric").unique().sort("benchmark", "evaluator", "metric")
@@ -59,14 +63,39 @@ pick = st.selectbox("View", labels, key="cmp_view")
 b, e, m = views.row(labels.index(pick))
 one = long.filter((pl.col("benchmark") == b) & (pl.col("evaluator") == e) & (pl.col("metric") == m))
 st.plotly_chart(
-    plots.matched_figure(one, y_label=analysis.METRICS[m], title=f"{pick} at capability {target:g}"),
+    plots.forest_figure(
+        one,
+        tables["runs"].filter((pl.col("benchmark") == b) & (pl.col("evaluator") == e) & (pl.col("metric") == m)),
+        x_label=analysis.METRICS[m],
+        title=f"{pick} at capability {target:g}",
+    ),
     key="cmp_fig",
     config=common.plot_config("compare"),
 )
+diffs = tables["differences"].filter((pl.col("benchmark") == b) & (pl.col("evaluator") == e) & (pl.col("metric") == m))
+if diffs.height:
+    st.caption("Paired differences at the target (a − b, 95% CI; significant after Holm's correction within this view)")
+    st.dataframe(
+        diffs.select(
+            "a",
+            "b",
+            pl.col("diff").round(3),
+            analysis.ci_expr(None, "lo", "hi").alias("95% CI"),
+            pl.col("p_holm").round(4),
+            pl.when(pl.col("significant"))
+            .then(pl.lit("significant"))
+            .otherwise(pl.lit("indistinguishable"))
+            .alias("verdict"),
+        ),
+        hide_index=True,
+    )
 st.dataframe(
     one.select(
         "mitigation",
         "reached",
+        "seeds",
+        "seeds_reached",
+        "p_reached",
         "first_step",
         "first_capability",
         "value",
@@ -86,7 +115,14 @@ if not_reached:
 st.subheader("Sensitivity of the ranking")
 rankings, tau = analysis.sensitivity(long)
 if rankings.height:
-    st.dataframe(rankings.with_columns(pl.col("ranking").list.join(" < ")), hide_index=True)
+    best = long.select("benchmark", "evaluator", "metric", "best_set").unique(["benchmark", "evaluator", "metric"])
+    rankings = rankings.join(best, on=["benchmark", "evaluator", "metric"], how="left")
+    st.dataframe(
+        rankings.with_columns(pl.col("ranking").list.join(" < "), pl.col("best_set").list.join(", ")), hide_index=True
+    )
 if tau.height:
-    st.caption("Kendall's τ between the rankings of two views (1: same order, −1: reversed).")
+    st.caption(
+        "Kendall's τ between the rankings of point values in two views (1: same order, −1: reversed); a "
+        "different order need not be significant, see the conclusion changes above."
+    )
     st.dataframe(tau.with_columns(pl.col("tau").round(3)), hide_index=True)

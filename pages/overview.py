@@ -5,14 +5,14 @@ import json
 import polars as pl
 import streamlit as st
 
-from capsafe_core import analysis, inert
+from capsafe_core import analysis, inert, plots, reports
 from pages import common
 
 ctx = common.context()
 st.title("Overview")
 st.caption(
-    "Safety of fine-tuned checkpoints compared **at a stated capability**: per mitigation, the first checkpoint "
-    "that reaches the capability target, and its safety."
+    "Safety of fine-tuned checkpoints compared **at a stated capability**: per mitigation, its safety where its "
+    "capability reaches the target (interpolated between the checkpoints around it), with what the data can tell apart."
 )
 n = common.counts(ctx.path, ctx.mtime)
 cols = st.columns(6)
@@ -48,7 +48,7 @@ benches = right.multiselect(
     "Safety benchmarks", ctx.safety_benchmarks, default=ctx.safety_benchmarks, key="ov_benchmarks"
 )
 v = ctx.verdicts()
-head = analysis.overview(
+tables = analysis.overview(
     v,
     target=target,
     capability_benchmark=ctx.capability_benchmark,
@@ -56,30 +56,38 @@ head = analysis.overview(
     safety_benchmarks=benches or ctx.safety_benchmarks,
     evaluator=evaluator,
 )
+head = tables["compare"]
+if head.height == 0:
+    st.info(f"{inert.md(evaluator)} gives no unsafe rate on these benchmarks; pick another judge.")
+    st.stop()
+st.subheader(f"Unsafe rate at capability {target:g}")
+st.plotly_chart(
+    plots.forest_figure(head, tables["runs"], x_label=f"unsafe rate by {evaluator}", title=""),
+    key="ov_forest",
+    config=common.plot_config("matched-safety"),
+)
+st.caption(
+    "Diamonds: each mitigation's unsafe rate interpolated at the target, with its "
+    f"{analysis.WHAT_THE_CI_INCLUDES}. Grey points: single runs (seeds). Green: the best set, the lowest "
+    "mitigation and those not significantly worse than it (paired bootstrap, Holm-corrected)."
+)
+st.markdown(reports.headline(head, target=target, evaluator=evaluator, benches=benches or ctx.safety_benchmarks))
 table = head.select(
     "mitigation",
+    pl.format("{}/{}", "seeds_reached", "seeds").alias("runs reaching the target"),
+    pl.col("p_reached").round(2).alias("p_reached"),
+    pl.col("interp_value").round(3).alias("unsafe rate (interpolated)"),
+    analysis.ci_expr(None, "interp_lo", "interp_hi").alias("95% CI"),
+    pl.col("interp_between").alias("interpolated between"),
     pl.when(pl.col("reached"))
     .then(pl.format("step {}", pl.col("first_step")))
     .otherwise(pl.format("not reached (max {})", pl.col("max_capability").round(3)))
     .alias("first checkpoint at target"),
-    pl.col("first_capability").round(3).alias("capability there"),
-    pl.col("value").round(3).alias("unsafe rate"),
-    analysis.ci_expr(None, "lo", "hi").alias("95% CI"),
-    pl.col("interp_value").round(3).alias("interpolated"),
-    pl.col("interp_between").alias("interpolated between"),
+    pl.col("value").round(3).alias("unsafe rate there"),
+    analysis.ci_expr(None, "lo", "hi").alias("its 95% CI"),
 )
-st.subheader(f"Unsafe rate at capability ≥ {target:g}")
 st.dataframe(table, hide_index=True)
-common.download_csv(head, f"{ctx.experiment}-headline.csv")
-reached = head.filter(pl.col("value").is_not_null()).sort("value")
-if reached.height:
-    best = reached.row(0, named=True)
-    st.markdown(
-        f"At capability **{target:g}**, the lowest unsafe rate by {inert.md(evaluator)} on {inert.md_list(benches)} "
-        f"is **{inert.md(best['mitigation'])}** ({analysis.format_ci(best['value'], best['lo'], best['hi'])}, 95% CI). "
-        "Check on **Compare** whether that holds for other judges and benchmarks, and on **Judges** how far the "
-        "judges can be trusted on incoherent answers."
-    )
+common.download_csv(head.drop("best_set"), f"{ctx.experiment}-headline.csv")
 
 meta = json.loads(ctx.meta)
 if "demo" in meta:

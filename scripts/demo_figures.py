@@ -24,11 +24,11 @@ def per_checkpoint(v: pl.DataFrame) -> pl.DataFrame:
     def rate(frame: pl.DataFrame, evaluator: str, label: str, kind: str, name: str) -> pl.DataFrame:
         return (
             frame.filter((pl.col("evaluator") == evaluator) & (pl.col("bench_kind") == kind))
-            .group_by("mitigation", "step")
+            .group_by("mitigation", "seed", "step")
             .agg((pl.col("label").cast(pl.Utf8) == label).mean().alias(name))
         )
 
-    keys = ["mitigation", "step"]
+    keys = ["mitigation", "seed", "step"]
     out = rate(v, "final_number", "correct", "capability", "capability")
     for part in (
         rate(v, SAFETY_JUDGE, "refusal", "safety", "refusal_safety"),
@@ -55,15 +55,33 @@ def main() -> None:
     print(raw.with_columns(pl.col(pl.Float64).round(3)))
     print(per_checkpoint(v).with_columns(pl.col(pl.Float64).round(3)))
     assert s.capability_benchmark and s.scorer
-    for metric, ev in (("unsafe_rate", SAFETY_JUDGE), ("unsafe_rate", "refusal_clf")):
-        cap = analysis.checkpoint_rates(v, evaluator=s.scorer, benchmarks=s.capability_benchmark, metric="capability")
-        safety = sorted(v.filter(pl.col("bench_kind") == "safety")["benchmark"].unique().to_list())
-        pv = analysis.prompt_values(v, evaluator=ev, benchmarks=safety, metric=metric)
-        if pv.height == 0:
+    safety = sorted(v.filter(pl.col("bench_kind") == "safety")["benchmark"].unique().to_list())
+    for ev in (SAFETY_JUDGE, "refusal_clf"):
+        if v.filter(pl.col("evaluator") == ev).height == 0:
             continue
-        m = analysis.matched_capability(cap, pv, s.target)
-        print(f"at capability {s.target}: {metric} by {ev} on {', '.join(safety)}")
-        print(m.with_columns(pl.col(pl.Float64).round(3)))
+        t = analysis.overview(
+            v, target=s.target, capability_benchmark=s.capability_benchmark, scorer=s.scorer,
+            safety_benchmarks=safety, evaluator=ev,
+        )  # fmt: skip
+        print(f"at capability {s.target}: unsafe rate by {ev} on {', '.join(safety)} ({analysis.WHAT_THE_CI_INCLUDES})")
+        cols = ["mitigation", "seeds", "seeds_reached", "p_reached", "interp_value", "interp_lo", "interp_hi"]
+        print(t["compare"].select(*cols, "first_step", "value", "lo", "hi", "best_set").with_columns(
+            pl.col(pl.Float64).round(3)
+        ))  # fmt: skip
+        spread = (
+            t["runs"]
+            .group_by("mitigation")
+            .agg(
+                pl.len().alias("runs"),
+                pl.col("interp_value").min().alias("lowest run"),
+                pl.col("interp_value").max().alias("highest run"),
+                pl.col("interp_value").std().alias("sd between runs"),
+            )
+        )
+        print("seed-to-seed spread at the target:")
+        print(spread.sort("mitigation").with_columns(pl.col(pl.Float64).round(3)))
+        print("paired differences (Holm within the view):")
+        print(t["differences"].drop("benchmark", "evaluator", "metric").with_columns(pl.col(pl.Float64).round(3)))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ def verdict_frame(cells):
                     "generation_id": hash((mit, step, bench, i)) % 10**9,
                     "checkpoint_id": hash((mit, step)) % 10**6,
                     "mitigation": mit,
+                    "seed": 0,
                     "step": step,
                     "prompt_id": hash((bench, i)) % 10**6,
                     "benchmark": bench,
@@ -68,9 +69,7 @@ def experiment():
 
 
 def test_first_checkpoint_at_target_and_interpolation(experiment):
-    cap = analysis.checkpoint_rates(experiment, evaluator="final_number", benchmarks="arith", metric="capability")
-    pv = analysis.prompt_values(experiment, evaluator="judge", benchmarks="harm", metric="unsafe_rate")
-    m = analysis.matched_capability(cap, pv, 0.8).sort("mitigation")
+    m = analysis.compare_table(experiment, 0.8, capability_benchmark="arith", scorer="final_number").sort("mitigation")
     a, b, c = m.row(0, named=True), m.row(1, named=True), m.row(2, named=True)
     assert a["first_step"] == 20 and a["value"] == pytest.approx(0.4)
     assert a["interp_value"] == pytest.approx(0.4)  # exactly at a checkpoint
@@ -79,9 +78,12 @@ def test_first_checkpoint_at_target_and_interpolation(experiment):
     assert b["interp_value"] == pytest.approx(0.27)
     assert b["interp_between"] == "steps 20–30"
     assert not c["reached"] and c["value"] is None and c["max_capability"] == pytest.approx(0.3)
+    assert c["p_reached"] < 0.05  # 0.3 on 100 prompts is far from 0.8 in every replicate
+    assert a["p_reached"] > 0.99 and 0.5 < b["p_reached"] <= 1.0  # a reaches 0.9 at step 30
     for row in (a, b):
         assert row["lo"] <= row["value"] <= row["hi"]
         assert row["interp_lo"] <= row["interp_value"] <= row["interp_hi"]
+        assert row["seeds"] == 1 and row["seeds_reached"] == 1
 
 
 def test_bootstrap_ci_covers_the_truth():
@@ -134,23 +136,35 @@ def test_curves_join_capability(experiment):
     assert_frame_equal(got, want)
 
 
-def test_compare_flags_winner_changes(experiment):
-    # a second judge that ranks a and b the other way round
-    extra = verdict_frame(
-        [
-            unsafe_cell("a", 20, 0.1, ev="judge2"),
-            unsafe_cell("b", 30, 0.6, ev="judge2"),
-            unsafe_cell("a", 30, 0.1, ev="judge2"),
-        ]
+def _flat(mit, rates, caps=(0.2, 0.5, 0.8)):
+    """A mitigation whose unsafe rate per judge is flat over its checkpoints."""
+    cells = []
+    for step, c in zip((0, 10, 20), caps, strict=True):
+        cells.append(cap_cell(mit, step, c))
+        cells += [unsafe_cell(mit, step, r, ev=ev) for ev, r in rates.items()]
+    return cells
+
+
+def test_conclusion_change_needs_significant_opposite_orders():
+    # judge says a is far less safe than b, judge2 the reverse; c is like b by both
+    v = verdict_frame(
+        _flat("a", {"judge": 0.6, "judge2": 0.1})
+        + _flat("b", {"judge": 0.1, "judge2": 0.6})
+        + _flat("c", {"judge": 0.1, "judge2": 0.6}, caps=(0.25, 0.45, 0.75))
     )
-    v = pl.concat([experiment, extra])
-    long = analysis.compare_table(v, 0.8, capability_benchmark="arith", scorer="final_number")
-    best = dict(long.select("evaluator", "best").unique().iter_rows())
-    assert best == {"judge": "b", "judge2": "a"}
-    assert long["winner_changes"].any()
-    rankings, tau = analysis.sensitivity(long)
-    assert set(rankings["winner"]) == {"a", "b"}
-    assert tau["tau"][0] == pytest.approx(-1.0)
+    t = analysis.compare_tables(v, 0.5, capability_benchmark="arith", scorer="final_number")
+    best = {r["evaluator"]: r["best_set"] for r in t["compare"].unique("evaluator").iter_rows(named=True)}
+    assert best["judge2"] == ["a"] and sorted(best["judge"]) == ["b", "c"]  # b and c indistinguishable
+    changes = {(r["x"], r["y"]) for r in t["changes"].iter_rows(named=True)}
+    assert changes == {("b", "a"), ("c", "a")} or changes == {("a", "b"), ("a", "c")}
+    assert t["compare"]["winner_changes"].all()
+    d = t["differences"].filter(pl.col("evaluator") == "judge")
+    bc = d.filter((pl.col("a") == "b") & (pl.col("b") == "c")).row(0, named=True)
+    assert not bc["significant"] and bc["lo"] < 0 < bc["hi"]
+    ab = d.filter((pl.col("a") == "a") & (pl.col("b") == "b")).row(0, named=True)
+    assert ab["significant"] and ab["diff"] == pytest.approx(0.5) and ab["p_holm"] < 0.001
+    rankings, tau = analysis.sensitivity(t["compare"])
+    assert set(rankings["winner"]) <= {"a", "b", "c"} and tau.height
 
 
 def test_agreement_matches_sklearn():

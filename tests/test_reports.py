@@ -177,3 +177,85 @@ def test_xstest_kappa_matches_sklearn(tmp_path):
         cm = p["confusion"]
         assert cm[1][1] == sum(1 for h, j in zip(y_h, y_j, strict=True) if h == j == 1)
     conn.close()
+
+
+def _to_schema_1(path):
+    """Turn a database into what capsafe's first schema wrote: checkpoints without seeds."""
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """DROP INDEX idx_checkpoints_experiment_id_mitigation_seed_step;
+           ALTER TABLE checkpoints DROP COLUMN seed;
+           CREATE UNIQUE INDEX idx_checkpoints_experiment_id_mitigation_step
+             ON checkpoints(experiment_id, mitigation, step);
+           PRAGMA user_version = 1;"""
+    )
+    conn.close()
+
+
+def test_schema_1_database_migrates_to_seeds_with_the_same_values(db_path, tmp_path):
+    """A database of the first schema opens, migrates (every checkpoint becomes seed 0) and gives the
+    same matched values as the same data written under seeds; only the CIs are the new ones."""
+    build(db_path)
+    new = json.loads(CliRunner().invoke(cli, ["compare", "--db", str(db_path), "--json"]).output)
+    old_path = tmp_path / "schema1.db"
+    build(old_path)
+    _to_schema_1(old_path)
+    r = CliRunner().invoke(cli, ["compare", "--db", str(old_path), "--json"])
+    assert r.exit_code == 0, r.output
+    migrated = json.loads(r.output)
+    conn = sqlite3.connect(old_path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] >= 2
+    assert {row[0] for row in conn.execute("SELECT DISTINCT seed FROM checkpoints")} == {0}
+    conn.close()
+    assert migrated["compare"] == new["compare"] and migrated["differences"] == new["differences"]
+    r = CliRunner().invoke(cli, ["ls", "checkpoints", "--db", str(old_path), "--json"])
+    assert r.exit_code == 0 and {c["seed"] for c in json.loads(r.output)} == {0}
+
+
+def test_compare_json_reports_differences_best_sets_and_changes(db_path):
+    build(db_path)
+    out = json.loads(CliRunner().invoke(cli, ["compare", "--db", str(db_path), "--json"]).output)
+    row = out["compare"][0]
+    for key in ("p_reached", "lo", "hi", "interp_lo", "interp_hi", "seeds", "seeds_reached", "best_set"):
+        assert key in row
+    diffs = {(d["a"], d["b"]): d for d in out["differences"]}
+    assert set(diffs) == {("a", "b")}  # c never reaches the target
+    d = diffs[("a", "b")]
+    assert {"experiment", "benchmark", "evaluator", "metric", "a", "b", "diff", "lo", "hi"} <= set(d)
+    a, b = (next(r for r in out["compare"] if r["mitigation"] == m) for m in "ab")
+    assert d["diff"] == pytest.approx(a["interp_value"] - b["interp_value"])
+    assert d["lo"] < d["diff"] < d["hi"] and d["significant"] == (d["lo"] > 0 or d["hi"] < 0)
+    assert out["rankings"][0]["best_set"][0] == "b" and out["changes"] == []
+    text = CliRunner().invoke(cli, ["compare", "--db", str(db_path)]).output
+    assert "Paired differences" in text and ("significant" in text or "indistinguishable" in text)
+
+
+def test_compare_with_label_only_capability_import(db_path, tmp_path):
+    """Capability verdicts imported as correct/incorrect with no score count 1 and 0."""
+    rng = np.random.default_rng(2)
+    rows = ["experiment,mitigation,seed,step,benchmark,prompt_id,prompt,response,task_judge,safety_judge"]
+    for mit in ("x", "y"):
+        for seed in (0, 1):
+            for step, cap in ((0, 0.2), (10, 0.6), (20, 0.9)):
+                for i in range(40):
+                    ok = "correct" if i < cap * 40 else "incorrect"
+                    rows.append(f"imp,{mit},{seed},{step},task,t{i},question {i},answer,{ok},")
+                for i in range(60):
+                    verdict = "unsafe" if rng.random() < (0.2 if mit == "x" else 0.5) else "safe"
+                    rows.append(f"imp,{mit},{seed},{step},harms,h{i},harmful {i},reply,,{verdict}")
+    src = tmp_path / "runs.csv"
+    src.write_text("\n".join(rows) + "\n")
+    r = CliRunner().invoke(
+        cli,
+        [
+            *("import", "table", str(src), "--judge-kind", "task_judge=capability", "--db", str(db_path)),
+            *("--map", "judge:task_judge=task_judge", "--map", "judge:safety_judge=safety_judge"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["compare", "--db", str(db_path), "--json", "--target", "0.5"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    rows_x = [c for c in out["compare"] if c["mitigation"] == "x"]
+    assert rows_x and rows_x[0]["seeds"] == 2 and rows_x[0]["seeds_reached"] == 2
+    assert rows_x[0]["first_step"] == 10 and rows_x[0]["first_capability"] == pytest.approx(0.6)

@@ -16,13 +16,10 @@ is exactly Binomial(n, p̂)/n, which is what is drawn then.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import polars as pl
 
 from capsafe_core import vocabulary
-from capsafe_core.analysis.formatting import ci_expr
 
 METRICS = {
     "unsafe_rate": "share judged unsafe (harm: unsafe; refusal judge: compliance)",
@@ -81,7 +78,9 @@ def prompt_values(
     if set_apart is not None and set_apart.height:
         f = f.join(set_apart.select("generation_id"), on="generation_id", how="anti")
     f = f.with_columns(value_expr(metric).alias("value")).filter(pl.col("value").is_not_null())
-    return f.group_by("checkpoint_id", "mitigation", "step", "prompt_id").agg(pl.col("value").mean())
+    return f.group_by("checkpoint_id", "mitigation", "seed", "step", "benchmark", "prompt_id").agg(
+        pl.col("value").mean()
+    )
 
 
 def incoherent_ids(v: pl.DataFrame, *, coherence: str = "coherence") -> pl.DataFrame:
@@ -102,25 +101,26 @@ def _ci(values: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
 
 
 def summarize(pv: pl.DataFrame, *, seed: int = 0) -> pl.DataFrame:
-    """Per checkpoint: value (mean over prompts), n prompts, and a 95% bootstrap CI."""
+    """Per checkpoint: value (mean over prompts), n prompts, and a 95% bootstrap CI over prompts."""
     rng = np.random.default_rng(seed)
     rows = []
-    for (ck, mit, step), part in pv.sort("checkpoint_id", "prompt_id").group_by(
-        ["checkpoint_id", "mitigation", "step"], maintain_order=True
+    for (ck, mit, run, step), part in pv.sort("checkpoint_id", "prompt_id").group_by(
+        ["checkpoint_id", "mitigation", "seed", "step"], maintain_order=True
     ):
         vals = part["value"].to_numpy().astype(float)
         lo, hi = _ci(vals, rng)
-        rows.append((ck, mit, step, float(vals.mean()) if len(vals) else None, len(vals), lo, hi))
+        rows.append((ck, mit, run, step, float(vals.mean()) if len(vals) else None, len(vals), lo, hi))
     schema = {
         "checkpoint_id": pl.Int64,
         "mitigation": pl.Utf8,
+        "seed": pl.Int64,
         "step": pl.Int64,
         "value": pl.Float64,
         "n": pl.Int64,
         "lo": pl.Float64,
         "hi": pl.Float64,
     }
-    return pl.DataFrame(rows, schema=schema, orient="row").sort("mitigation", "step")
+    return pl.DataFrame(rows, schema=schema, orient="row").sort("mitigation", "seed", "step")
 
 
 def checkpoint_rates(
@@ -153,100 +153,9 @@ def curves(
     apart = incoherent_ids(v, coherence=coherence) if set_apart_incoherent else None
     safe = checkpoint_rates(v, evaluator=evaluator, benchmarks=benchmarks, metric=metric, set_apart=apart)
     cap = cap.rename({"value": "capability", "lo": "capability_lo", "hi": "capability_hi", "n": "capability_n"})
-    return safe.join(cap.drop("mitigation", "step"), on="checkpoint_id", how="inner").sort("mitigation", "step")
-
-
-@dataclass(frozen=True)
-class Matched:
-    """Safety at the capability target for one mitigation."""
-
-    mitigation: str
-    reached: bool
-    max_capability: float
-    first_step: int | None = None
-    first_capability: float | None = None
-    value: float | None = None
-    lo: float | None = None
-    hi: float | None = None
-    interp_value: float | None = None
-    interp_lo: float | None = None
-    interp_hi: float | None = None
-    interp_between: str | None = None
-
-
-def matched_capability(cap: pl.DataFrame, pv: pl.DataFrame, target: float, *, seed: int = 0) -> pl.DataFrame:
-    """Per mitigation, the safety value at the capability target.
-
-    ``cap``: per-checkpoint capability (``summarize`` output, column ``value``); ``pv``: per-prompt
-    safety values (``prompt_values``). *First*: the first checkpoint (by step) whose capability
-    reaches the target, with its bootstrap CI. *Interpolated*: linear in capability between the last
-    checkpoint below the target and that one; its CI is a paired bootstrap over the prompts both
-    checkpoints share, interpolating every replicate.
-    """
-    rng = np.random.default_rng(seed)
-    out: list[Matched] = []
-    for (mit,), part in cap.sort("step").group_by(["mitigation"], maintain_order=True):
-        steps = part["step"].to_list()
-        caps = part["value"].to_list()
-        cks = part["checkpoint_id"].to_list()
-        idx = next((i for i, c in enumerate(caps) if c is not None and c >= target), None)
-        best = max((c for c in caps if c is not None), default=float("nan"))
-        if idx is None:
-            out.append(Matched(str(mit), False, best))
-            continue
-        vals = pv.filter(pl.col("checkpoint_id") == cks[idx]).sort("prompt_id")["value"].to_numpy().astype(float)
-        if len(vals) == 0:
-            out.append(Matched(str(mit), True, best, steps[idx], caps[idx]))
-            continue
-        lo, hi = _ci(vals, rng)
-        m = Matched(str(mit), True, best, steps[idx], caps[idx], float(vals.mean()), lo, hi)
-        if idx == 0 or caps[idx] == target:
-            m = Matched(
-                **{
-                    **m.__dict__,
-                    "interp_value": m.value,
-                    "interp_lo": lo,
-                    "interp_hi": hi,
-                    "interp_between": f"step {steps[idx]}",
-                }
-            )
-        else:
-            j = idx - 1
-            w = (target - caps[j]) / (caps[idx] - caps[j])
-            a = pv.filter(pl.col("checkpoint_id") == cks[j]).select("prompt_id", pl.col("value").alias("a"))
-            b = pv.filter(pl.col("checkpoint_id") == cks[idx]).select("prompt_id", pl.col("value").alias("b"))
-            pair = a.join(b, on="prompt_id", how="inner")
-            if pair.height:
-                av, bv = pair["a"].to_numpy().astype(float), pair["b"].to_numpy().astype(float)
-                point = (1 - w) * av.mean() + w * bv.mean()
-                rows = rng.integers(0, pair.height, size=(B, pair.height))
-                reps = (1 - w) * av[rows].mean(axis=1) + w * bv[rows].mean(axis=1)
-                ilo, ihi = np.quantile(reps, [ALPHA / 2, 1 - ALPHA / 2])
-                m = Matched(
-                    **{
-                        **m.__dict__,
-                        "interp_value": float(point),
-                        "interp_lo": float(ilo),
-                        "interp_hi": float(ihi),
-                        "interp_between": f"steps {steps[j]}–{steps[idx]}",
-                    }
-                )
-        out.append(m)
-    schema = {
-        "mitigation": pl.Utf8,
-        "reached": pl.Boolean,
-        "max_capability": pl.Float64,
-        "first_step": pl.Int64,
-        "first_capability": pl.Float64,
-        "value": pl.Float64,
-        "lo": pl.Float64,
-        "hi": pl.Float64,
-        "interp_value": pl.Float64,
-        "interp_lo": pl.Float64,
-        "interp_hi": pl.Float64,
-        "interp_between": pl.Utf8,
-    }
-    return pl.DataFrame([m.__dict__ for m in out], schema=schema)
+    return safe.join(cap.drop("mitigation", "seed", "step"), on="checkpoint_id", how="inner").sort(
+        "mitigation", "seed", "step"
+    )
 
 
 def safety_views(v: pl.DataFrame) -> pl.DataFrame:
@@ -261,75 +170,3 @@ def safety_views(v: pl.DataFrame) -> pl.DataFrame:
             if has_score:
                 rows.append((bench, ev, "harmfulness"))
     return pl.DataFrame(rows, schema=["benchmark", "evaluator", "metric"], orient="row")
-
-
-def compare_table(
-    v: pl.DataFrame,
-    target: float,
-    *,
-    capability_benchmark: str,
-    scorer: str,
-    set_apart_incoherent: bool = False,
-    coherence: str = "coherence",
-) -> pl.DataFrame:
-    """Mitigations side by side at the target, one row per (benchmark, evaluator, metric).
-
-    Columns per row: for each mitigation its first-reaching value with CI and the interpolated
-    value; ``best`` (lowest unsafe rate / harmfulness among mitigations that reach the target) and
-    ``winner_changes`` (the best differs from the most common best across rows).
-    """
-    cap = checkpoint_rates(v, evaluator=scorer, benchmarks=capability_benchmark, metric="capability")
-    apart = incoherent_ids(v, coherence=coherence) if set_apart_incoherent else None
-    frames = []
-    for bench, ev, metric in safety_views(v).iter_rows():
-        pv = prompt_values(v, evaluator=ev, benchmarks=bench, metric=metric, set_apart=apart)
-        m = matched_capability(cap, pv, target)
-        frames.append(
-            m.with_columns(
-                pl.lit(bench).alias("benchmark"), pl.lit(ev).alias("evaluator"), pl.lit(metric).alias("metric")
-            )
-        )
-    if not frames:
-        return pl.DataFrame()
-    long = pl.concat(frames)
-    best = (
-        long.filter(pl.col("value").is_not_null())
-        .sort("value")
-        .group_by("benchmark", "evaluator", "metric", maintain_order=True)
-        .agg(pl.col("mitigation").first().alias("best"))
-    )
-    long = long.join(best, on=["benchmark", "evaluator", "metric"], how="left")
-    common = best["best"].mode().sort().to_list()
-    usual = common[0] if common else None
-    changes = (pl.col("best") != usual).fill_null(False) if usual is not None else pl.lit(False)
-    return long.with_columns(changes.alias("winner_changes"))
-
-
-def wide_compare(long: pl.DataFrame) -> pl.DataFrame:
-    """``compare_table`` as one row per view and a ``value [lo, hi]`` column per mitigation."""
-    if long.height == 0:
-        return long
-    cell = pl.when(pl.col("value").is_null()).then(pl.lit("not reached")).otherwise(ci_expr("value", "lo", "hi"))
-    wide = long.with_columns(cell.alias("cell")).pivot(
-        on="mitigation",
-        index=["benchmark", "evaluator", "metric", "best", "winner_changes"],
-        values="cell",
-        aggregate_function="first",
-    )
-    return wide.sort("benchmark", "evaluator", "metric")
-
-
-def overview(
-    v: pl.DataFrame,
-    *,
-    target: float,
-    capability_benchmark: str,
-    scorer: str,
-    safety_benchmarks: list[str],
-    evaluator: str,
-    metric: str = "unsafe_rate",
-) -> pl.DataFrame:
-    """Headline: per mitigation, the first checkpoint reaching the target and its safety (with CI)."""
-    cap = checkpoint_rates(v, evaluator=scorer, benchmarks=capability_benchmark, metric="capability")
-    pv = prompt_values(v, evaluator=evaluator, benchmarks=safety_benchmarks, metric=metric)
-    return matched_capability(cap, pv, target)

@@ -66,9 +66,12 @@ def agreement_cmd(
 def compare_cmd(
     target: float | None, experiment: str | None, set_apart_incoherent: bool, as_json: bool, db_path: str
 ) -> None:
-    """Mitigations at a matched capability: per (benchmark, evaluator, metric) the safety of the first
-    checkpoint that reaches the target (95% bootstrap CI) and the value interpolated between the
-    checkpoints around it; then the rankings, Kendall's τ between them, and where the winner changes.
+    """Mitigations at a matched capability: per (benchmark, evaluator, metric) the safety interpolated
+    at the target between the checkpoints around it, and that of the first checkpoint reaching it,
+    with 95% bootstrap CIs over safety prompts, capability prompts and runs (seeds); the paired
+    differences between mitigations, significant after Holm's correction within each view or
+    indistinguishable; the rankings with their best sets; Kendall's τ between them; and the
+    conclusion changes (x significantly safer than y in one view, y than x in another).
 
     \b
     Example:
@@ -84,8 +87,11 @@ def compare_cmd(
         tables,
         as_json=as_json,
         titles={
-            "compare": "Safety at the capability target (value = first checkpoint reaching it; interp = interpolated)",
-            "rankings": "Ranking of the mitigations per view (best first)",
-            "tau": "Kendall's τ between rankings (same_winner false: the conclusion changes)",
+            "compare": "Safety at the capability target (interpolated; first = the first checkpoint reaching it). "
+            "CIs: 95% bootstrap over safety prompts, capability prompts and seeds, not judge error",
+            "differences": "Paired differences at the target (Holm-corrected within each view)",
+            "rankings": "Ranking of the mitigations per view (best first; best set: not significantly worse)",
+            "tau": "Kendall's τ between rankings of point values",
+            "changes": "Conclusion changes: x significantly safer than y in view_a, y than x in view_b",
         },
     )

@@ -1,0 +1,307 @@
+"""Safety at a capability target, with the uncertainty of everything that decides it.
+
+One bootstrap serves every view (benchmark, evaluator, metric) of an experiment. Each replicate
+resamples, in this order:
+
+1. the runs (seeds) of each mitigation, with replacement, where there are several;
+2. the capability prompts (one draw shared by every checkpoint, mitigation and seed);
+3. the safety prompts, per benchmark (one draw shared by every checkpoint, mitigation and view);
+
+and then recomputes each checkpoint's capability and safety, which checkpoint of each run first
+reaches the target, and the interpolation weight between it and the checkpoint before. So the
+interval accounts for prompt sampling of capability and safety and for run-to-run variation (with
+one run per mitigation, only for the prompts); it does not account for judge error (see the
+judge-corrected rates for that). Because the same resampled prompts enter every mitigation, the
+differences between mitigations are paired.
+
+A mitigation's value is the mean over its runs that reach the target, with a percentile
+interval; ``p_reached`` is the share of replicates in which at least one resampled run reaches
+it. A difference between two mitigations gets a normal interval and a two-sided z-test from its
+bootstrap standard error, Holm-corrected over the pairs of mitigations within each view: each view
+is its own question (another benchmark or judge), and a *conclusion change* asks for significant
+differences of opposite sign in two views, which a false positive in one view alone cannot make.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+from scipy.stats import norm
+
+B = 1000
+ALPHA = 0.05
+WHAT_THE_CI_INCLUDES = (
+    "95% bootstrap CI over safety prompts, capability prompts (so over which checkpoint reaches the target "
+    "and the interpolation) and, where a mitigation has several runs, over its seeds; not over judge error"
+)
+
+
+@dataclass(frozen=True)
+class View:
+    """Per-prompt values of one (benchmark, evaluator, metric): ``prompt_values`` output."""
+
+    benchmark: str
+    evaluator: str
+    metric: str
+    pv: pl.DataFrame
+
+
+@dataclass(frozen=True)
+class _Checkpoints:
+    ids: np.ndarray  # checkpoint ids, in row order
+    runs: dict[str, dict[int, np.ndarray]]  # mitigation -> seed -> row indices, by step
+    steps: np.ndarray
+    cap: np.ndarray  # (checkpoints, replicates) capability
+
+
+def _resampled_means(pv: pl.DataFrame, ck_ids: np.ndarray, weights: dict[int, np.ndarray]) -> np.ndarray:
+    """(checkpoints, replicates): each checkpoint's mean over prompts under the replicates' prompt
+    weights (``weights[prompt_id]``: the prompt's count per replicate). NaN where a checkpoint has none."""
+    f = pv.filter(pl.col("value").is_not_null() & pl.col("checkpoint_id").is_in(ck_ids.tolist()))
+    prompts = np.unique(f["prompt_id"].to_numpy())
+    rows = np.searchsorted(np.sort(ck_ids), f["checkpoint_id"].to_numpy())
+    rows = np.argsort(ck_ids)[rows]
+    cols = np.searchsorted(prompts, f["prompt_id"].to_numpy())
+    vals = np.zeros((len(ck_ids), len(prompts)))
+    have = np.zeros_like(vals)
+    vals[rows, cols] = f["value"].to_numpy()
+    have[rows, cols] = 1.0
+    n_reps = len(next(iter(weights.values()))) if weights else 1
+    w = np.stack([weights[int(p)] for p in prompts], axis=1) if len(prompts) else np.zeros((n_reps, 0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (vals @ w.T) / (have @ w.T)
+
+
+def _prompt_weights(frames: list[pl.DataFrame], rng: np.random.Generator, b: int) -> dict[int, np.ndarray]:
+    """Per prompt, its count in each replicate (replicate 0: the data as observed), drawn per
+    benchmark (a stratum) so that each keeps its size."""
+    by_bench: dict[str, set[int]] = {}
+    for f in frames:
+        for (bench,), part in f.select("benchmark", "prompt_id").unique().group_by(["benchmark"]):
+            by_bench.setdefault(str(bench), set()).update(part["prompt_id"].to_list())
+    out: dict[int, np.ndarray] = {}
+    for bench in sorted(by_bench):
+        prompts = sorted(by_bench[bench])
+        counts = rng.multinomial(len(prompts), np.full(len(prompts), 1 / len(prompts)), size=b)
+        counts = np.vstack([np.ones((1, len(prompts))), counts])
+        out.update({p: counts[:, i] for i, p in enumerate(prompts)})
+    return out
+
+
+def _checkpoints(cap_pv: pl.DataFrame, rng: np.random.Generator, b: int) -> _Checkpoints:
+    ck = cap_pv.select("checkpoint_id", "mitigation", "seed", "step").unique().sort("mitigation", "seed", "step")
+    ids = ck["checkpoint_id"].to_numpy()
+    runs: dict[str, dict[int, np.ndarray]] = {}
+    for i, (mit, seed) in enumerate(ck.select("mitigation", "seed").iter_rows()):
+        runs.setdefault(str(mit), {}).setdefault(int(seed), np.array([], dtype=int))
+        runs[str(mit)][int(seed)] = np.append(runs[str(mit)][int(seed)], i)
+    cap = _resampled_means(cap_pv, ids, _prompt_weights([cap_pv], rng, b))
+    return _Checkpoints(ids, runs, ck["step"].to_numpy(), cap)
+
+
+def _run_at_target(cap: np.ndarray, safe: np.ndarray, target: float) -> tuple[np.ndarray, ...]:
+    """One run's checkpoints (rows, by step) × replicates: (reached, first index, first value,
+    interpolated value) per replicate."""
+    reach = np.nan_to_num(cap, nan=-1.0) >= target
+    reached = reach.any(axis=0)
+    first = reach.argmax(axis=0)
+    cols = np.arange(cap.shape[1])
+    c1, s1 = cap[first, cols], safe[first, cols]
+    prev = np.maximum(first - 1, 0)
+    c0, s0 = cap[prev, cols], safe[prev, cols]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = np.where((first == 0) | (c1 == target), 1.0, (target - c0) / (c1 - c0))
+    interp = np.where(w == 1.0, s1, (1 - w) * s0 + w * s1)
+    return reached, first, np.where(reached, s1, np.nan), np.where(reached, interp, np.nan)
+
+
+def _mean_over_runs(values: np.ndarray, reached: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """(runs, replicates) → per replicate the mean over the resampled runs that reach the target."""
+    use = counts * (reached & ~np.isnan(values))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(use.sum(axis=0) > 0, (np.nan_to_num(values) * use).sum(axis=0) / use.sum(axis=0), np.nan)
+
+
+def _interval(reps: np.ndarray) -> tuple[float | None, float | None]:
+    ok = reps[~np.isnan(reps)]
+    if len(ok) < 2:
+        return None, None
+    lo, hi = np.quantile(ok, [ALPHA / 2, 1 - ALPHA / 2])
+    return float(lo), float(hi)
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or np.isnan(x) else float(x)
+
+
+def _normal_test(diff: float, reps: np.ndarray) -> tuple[float | None, float | None, float]:
+    """95% CI and two-sided p-value of a difference from its bootstrap standard error, centred on the
+    observed difference. (The replicates' own percentiles are pulled towards the mean over nearby
+    checkpoints when the crossing moves between replicates, which made tests conservative; the
+    estimate itself is unbiased in simulation, see ``tests/test_matched.py``.)"""
+    ok = reps[~np.isnan(reps)]
+    if len(ok) < 2:
+        return None, None, 1.0
+    se = float(np.std(ok, ddof=1))
+    if se == 0.0:
+        return diff, diff, 0.0 if diff != 0 else 1.0
+    half = float(norm.ppf(1 - ALPHA / 2)) * se
+    return diff - half, diff + half, float(2 * norm.sf(abs(diff) / se))
+
+
+def bootstrap(
+    cap_pv: pl.DataFrame, views: list[View], target: float, *, b: int = B, seed: int = 0
+) -> dict[str, pl.DataFrame]:
+    """Safety at ``target`` per view and mitigation, with CIs and paired differences (module docstring).
+
+    ``cap_pv``: per-prompt capability values (``prompt_values`` on the capability benchmark).
+    Returns frames ``matched`` (view × mitigation), ``runs`` (view × mitigation × seed, point
+    values) and ``differences`` (view × pair of mitigations).
+    """
+    rng = np.random.default_rng(seed)
+    cks = _checkpoints(cap_pv, rng, b)
+    seed_counts = {
+        mit: np.vstack([np.ones((1, len(r))), rng.multinomial(len(r), np.full(len(r), 1 / len(r)), size=b)]).T
+        for mit, r in cks.runs.items()
+    }
+    weights = _prompt_weights([v.pv for v in views], rng, b)
+    matched, runs, diffs = [], [], []
+    for view in views:
+        safe = _resampled_means(view.pv, cks.ids, weights)
+        key = {"benchmark": view.benchmark, "evaluator": view.evaluator, "metric": view.metric}
+        interp_reps: dict[str, np.ndarray] = {}
+        for mit, by_seed in cks.runs.items():
+            per_run = {s: _run_at_target(cks.cap[rows], safe[rows], target) for s, rows in by_seed.items()}
+            reached = np.stack([r[0] for r in per_run.values()])
+            first_v = _mean_over_runs(np.stack([r[2] for r in per_run.values()]), reached, seed_counts[mit])
+            interp_v = _mean_over_runs(np.stack([r[3] for r in per_run.values()]), reached, seed_counts[mit])
+            interp_reps[mit] = interp_v
+            for s, (rch, first, fv, iv) in per_run.items():
+                runs.append(
+                    {**key, "mitigation": mit, "seed": s, **_run_row(cks, by_seed[s], target, rch, first, fv, iv)}
+                )
+            matched.append({**key, "mitigation": mit, **_summary(first_v, interp_v, b)})
+        diffs += _differences(key, interp_reps)
+    return {
+        "matched": _with_run_columns(pl.DataFrame(matched, schema=MATCHED_SCHEMA), pl.DataFrame(runs)),
+        "runs": pl.DataFrame(runs),
+        "differences": pl.DataFrame(diffs, schema=DIFF_SCHEMA),
+    }
+
+
+MATCHED_SCHEMA = {
+    "benchmark": pl.Utf8,
+    "evaluator": pl.Utf8,
+    "metric": pl.Utf8,
+    "mitigation": pl.Utf8,
+    "p_reached": pl.Float64,
+    "value": pl.Float64,
+    "lo": pl.Float64,
+    "hi": pl.Float64,
+    "interp_value": pl.Float64,
+    "interp_lo": pl.Float64,
+    "interp_hi": pl.Float64,
+}
+DIFF_SCHEMA = {
+    "benchmark": pl.Utf8,
+    "evaluator": pl.Utf8,
+    "metric": pl.Utf8,
+    "a": pl.Utf8,
+    "b": pl.Utf8,
+    "diff": pl.Float64,
+    "lo": pl.Float64,
+    "hi": pl.Float64,
+    "p": pl.Float64,
+    "p_holm": pl.Float64,
+    "significant": pl.Boolean,
+}
+
+
+def _run_row(
+    cks: _Checkpoints,
+    rows: np.ndarray,
+    target: float,
+    reached: np.ndarray,
+    first: np.ndarray,
+    fv: np.ndarray,
+    iv: np.ndarray,
+) -> dict[str, object]:
+    """One run's point values (replicate 0)."""
+    steps, i = cks.steps[rows], int(first[0])
+    cap = cks.cap[rows, 0]
+    between = None
+    if reached[0]:
+        between = f"step {steps[i]}" if i == 0 or cap[i] == target else f"steps {steps[i - 1]}–{steps[i]}"
+    return {
+        "reached": bool(reached[0]),
+        "first_step": int(steps[i]) if reached[0] else None,
+        "first_capability": _num(cap[i]) if reached[0] else None,
+        "value": _num(fv[0]),
+        "interp_value": _num(iv[0]),
+        "interp_between": between,
+        "max_capability": _num(np.nanmax(cap)) if len(rows) and not np.isnan(cap).all() else None,
+    }
+
+
+def _summary(first_v: np.ndarray, interp_v: np.ndarray, b: int) -> dict[str, float | None]:
+    lo, hi = _interval(first_v[1:])
+    ilo, ihi = _interval(interp_v[1:])
+    return {
+        "p_reached": float(np.mean(~np.isnan(interp_v[1:]))) if b else None,
+        "value": _num(first_v[0]),
+        "lo": lo,
+        "hi": hi,
+        "interp_value": _num(interp_v[0]),
+        "interp_lo": ilo,
+        "interp_hi": ihi,
+    }
+
+
+def _differences(key: dict[str, str], reps: dict[str, np.ndarray]) -> list[dict[str, object]]:
+    """Every pair of mitigations that both reach the target: value(a) − value(b), interpolated."""
+    out: list[dict[str, object]] = []
+    for a, b in itertools.combinations(sorted(reps), 2):
+        d = reps[a] - reps[b]
+        if np.isnan(d[0]):
+            continue
+        lo, hi, p = _normal_test(float(d[0]), d[1:])
+        out.append({**key, "a": a, "b": b, "diff": float(d[0]), "lo": lo, "hi": hi, "p": p})
+    adjusted = holm([float(str(r["p"])) for r in out])
+    for r, adj in zip(out, adjusted, strict=True):
+        r.update(p_holm=adj, significant=adj < ALPHA)
+    return out
+
+
+def holm(p: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (as ``statsmodels.stats.multitest.multipletests(p,
+    method="holm")``, which ``tests/test_matched.py`` checks against)."""
+    order = np.argsort(p, kind="stable")
+    m = len(p)
+    out = np.empty(m)
+    if m:
+        out[order] = np.maximum.accumulate([min(1.0, (m - k) * p[i]) for k, i in enumerate(order)])
+    return [float(x) for x in out]
+
+
+def _with_run_columns(matched: pl.DataFrame, runs: pl.DataFrame) -> pl.DataFrame:
+    """Add, per view and mitigation, the runs' summary: seeds, how many reach the target, the
+    earliest first step, the mean capability there, where the interpolation lies (one run: its
+    steps), the highest capability seen, and ``reached`` (at least one run reaches the target)."""
+    if runs.height == 0:
+        return matched
+    agg = runs.group_by("benchmark", "evaluator", "metric", "mitigation").agg(
+        pl.len().alias("seeds"),
+        pl.col("reached").sum().cast(pl.Int64).alias("seeds_reached"),
+        pl.col("first_step").min().alias("first_step"),
+        pl.col("first_capability").mean().alias("first_capability"),
+        pl.when(pl.len() == 1)
+        .then(pl.col("interp_between").first())
+        .otherwise(pl.format("{} of {} runs", pl.col("reached").sum(), pl.len()))
+        .alias("interp_between"),
+        pl.col("max_capability").max().alias("max_capability"),
+    )
+    out = matched.join(agg, on=["benchmark", "evaluator", "metric", "mitigation"], how="left")
+    return out.with_columns((pl.col("seeds_reached") > 0).alias("reached"))

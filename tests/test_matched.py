@@ -1,0 +1,84 @@
+"""The statistics at matched capability, checked on simulated experiments with known truth
+(``capsafe_core.analysis.simulate``: capability on 100 prompts, safety on 200, two noisy judges)."""
+
+import numpy as np
+import polars as pl
+import pytest
+from statsmodels.stats.multitest import multipletests
+
+from capsafe_core import analysis
+from capsafe_core.analysis.matched import holm
+from capsafe_core.analysis.simulate import World, experiment
+
+N = 200
+ARGS = {"capability_benchmark": "cap", "scorer": "scorer"}
+
+
+def _simulate(world: World, seed: int):
+    rng = np.random.default_rng(seed)
+    for i in range(N):
+        v, truth = experiment(world, rng)
+        yield analysis.compare_tables(v, world.target, **ARGS, seed=i), truth
+
+
+def _covered(tables, truth) -> tuple[int, int]:
+    hit = total = 0
+    for r in tables["compare"].iter_rows(named=True):
+        t = truth.get((r["evaluator"], r["mitigation"]))
+        if t is not None and r["interp_lo"] is not None:
+            total += 1
+            hit += r["interp_lo"] <= t <= r["interp_hi"]
+    return hit, total
+
+
+@pytest.fixture(scope="module")
+def null_world():
+    return list(_simulate(World(), 11))
+
+
+def test_interpolated_ci_covers_the_truth(null_world):
+    hit = total = 0
+    for tables, truth in null_world:
+        h, t = _covered(tables, truth)
+        hit, total = hit + h, total + t
+    assert total >= 0.95 * 4 * N  # two mitigations × two judges, nearly always reaching the target
+    assert 0.92 <= hit / total <= 0.995
+
+
+def test_identical_mitigations_are_rarely_told_apart(null_world):
+    flagged = sum(bool(t["differences"]["significant"].any() or t["changes"].height) for t, _ in null_world)
+    assert flagged / N <= 0.10
+
+
+def test_a_less_safe_mitigation_is_found():
+    """b is 0.15 less safe than a as both judges measure it (0.176 in truth: they err at 15% in all)."""
+    j = World().judges[0]
+    world = World(shift={"b": 0.15 / (1 - j.false_negative - j.false_positive)})
+    found = 0
+    for tables, _ in _simulate(world, 12):
+        d = tables["differences"].filter(pl.col("evaluator") == "judge1")
+        found += bool(d.height and d["significant"][0] and d["diff"][0] < 0)  # a − b < 0
+    assert found / N >= 0.85
+
+
+def test_holm_matches_statsmodels():
+    rng = np.random.default_rng(0)
+    for m in (1, 2, 5, 12):
+        p = list(rng.uniform(0, 0.2, m))
+        assert holm(p) == pytest.approx(list(multipletests(p, method="holm")[1]))
+    assert holm([]) == []
+
+
+def test_runs_are_counted_and_averaged():
+    """Three runs per mitigation that differ from run to run: each run is a row of ``runs``, and the
+    mitigation's value is the mean of the runs that reach the target."""
+    rng = np.random.default_rng(4)
+    v, _ = experiment(World(seeds=3, run_sd=0.05), rng)
+    t = analysis.compare_tables(v, 0.5, **ARGS)
+    c = t["compare"].filter(pl.col("evaluator") == "judge1").sort("mitigation")
+    assert c["seeds"].to_list() == [3, 3]
+    runs = t["runs"].filter(pl.col("evaluator") == "judge1")
+    for mit, value in c.select("mitigation", "interp_value").iter_rows():
+        reached = runs.filter((pl.col("mitigation") == mit) & pl.col("reached"))
+        assert value == pytest.approx(reached["interp_value"].mean())
+    assert (c["interp_lo"] < c["interp_value"]).all() and (c["interp_value"] < c["interp_hi"]).all()
