@@ -29,8 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 from capsafe_core import arithmetic, benchmarks
-from capsafe_core.finetune import Chat, FinetuneConfig, drop_overlap, finetune, train_plain
+from capsafe_core.finetune import MITIGATIONS, Chat, FinetuneConfig, drop_overlap, finetune, train_plain
 from capsafe_core.store import Store, now
 
 RAW_EXPERIMENT = "smollm2-raw"
@@ -114,6 +116,8 @@ class DemoConfig:
     experiment: str = "smollm2-arithmetic"
     base_model: str = "smollm2-135m-instruct"
     mitigations: tuple[str, ...] = ("none", "lora", "safety_mix", "lower_lr")
+    repeated: tuple[str, ...] = ("none", "lower_lr")  # fine-tuned ``runs`` times, with seeds 0, 1, ...
+    runs: int = 3
     safety: tuple[str, ...] = ("harmbench", "strongreject")
     overrefusal: tuple[str, ...] = ("xstest_safe",)
     capability: str = "arithmetic"
@@ -144,6 +148,8 @@ class DemoConfig:
             extra_saves=0,
             task_examples=64,
             mitigations=("none", "lora"),
+            repeated=("none",),
+            runs=2,
             capability_target=1.01,
         )
 
@@ -208,36 +214,46 @@ def self_answers(model: str, prompts: list[str], *, max_new_tokens: int = 160) -
     ]
 
 
-def build_demo(cfg: DemoConfig) -> dict[str, Any]:
-    """Build the demo database (see the module docstring); returns a summary."""
+def build_demo(cfg: DemoConfig, *, extend: bool = False) -> dict[str, Any]:
+    """Build the demo database (see the module docstring); returns a summary. Resumable: a run whose
+    checkpoints are all evaluated is not trained again. ``extend``: start from the database at
+    ``cfg.out`` (its runs are kept) and add what it lacks, e.g. further seeds."""
     log = DemoLog()
     t0 = time.perf_counter()
     cfg.work_dir.mkdir(parents=True, exist_ok=True)
     tmp_db = cfg.work_dir / "demo.db"
+    if extend and not tmp_db.exists():
+        if not cfg.out.exists():
+            raise FileNotFoundError(f"{cfg.out} does not exist; --extend adds runs to an existing demo database")
+        shutil.copyfile(cfg.out, tmp_db)
     store = Store.open(tmp_db)
-    aligned_dir, refusals, benign = align(cfg, log)
-    results = finetune_all(store, cfg, log, aligned_dir, refusals[400:] + refusals[:400] + benign)
+    aligned_dir, safety_mix_data = align(cfg, log)
+    results = finetune_all(store, cfg, log, aligned_dir, safety_mix_data)
     log.timed("evaluate_raw", lambda: evaluate_raw(store, cfg, aligned_dir))
-    seconds = finish(store, cfg, log, t0, aligned_dir)
+    seconds = finish(store, cfg, log, t0, aligned_dir, key="demo_seeds" if extend else "demo")
     publish(tmp_db, cfg.out)
     return {"seconds": seconds, "results": results, "timings": log.timings}
 
 
-def align(cfg: DemoConfig, log: DemoLog) -> tuple[Path, list[Chat], list[Chat]]:
-    """1. The safety-tuned starting point: refusals + benign examples; returns (folder, refusals, benign)."""
+def align(cfg: DemoConfig, log: DemoLog) -> tuple[Path, Callable[[], list[Chat]]]:
+    """1. The safety-tuned starting point: refusals + benign examples. Returns its folder and the
+    safety-mix data (refusals and benign examples, computed when first asked for)."""
     refusals = refusal_data(cfg)
-    benign_prompts = drop_overlap([[{"role": "user", "content": p}] for p in BENIGN], held_out())
-    benign = dolly_data() + log.timed(
-        "answer_benign", lambda: self_answers(cfg.base_model, [c[0]["content"] for c in benign_prompts])
-    )
-    benign = drop_overlap(benign, held_out())
-    if len(refusals) < 300 or len(benign) < 200:
-        raise RuntimeError(f"too little alignment data: {len(refusals)} refusals, {len(benign)} benign examples")
-    align_data = refusals[:400] + benign
-    random.Random(cfg.seed).shuffle(align_data)
-    log.notes["align_data"] = {"refusals": min(400, len(refusals)), "benign": len(benign)}
+
+    @functools.cache
+    def benign() -> list[Chat]:
+        prompts = drop_overlap([[{"role": "user", "content": p}] for p in BENIGN], held_out())
+        answers = log.timed("answer_benign", lambda: self_answers(cfg.base_model, [c[0]["content"] for c in prompts]))
+        out = drop_overlap(dolly_data() + answers, held_out())
+        if len(refusals) < 300 or len(out) < 200:
+            raise RuntimeError(f"too little alignment data: {len(refusals)} refusals, {len(out)} benign examples")
+        return out
+
     aligned_dir = cfg.work_dir / "aligned"
     if not (aligned_dir / "config.json").exists():
+        align_data = refusals[:400] + benign()
+        random.Random(cfg.seed).shuffle(align_data)
+        log.notes["align_data"] = {"refusals": min(400, len(refusals)), "benign": len(benign())}
         log.timed(
             "align",
             lambda: train_plain(
@@ -250,22 +266,29 @@ def align(cfg: DemoConfig, log: DemoLog) -> tuple[Path, list[Chat], list[Chat]]:
                 progress=cfg.progress,
             ),
         )
-    return aligned_dir, refusals, benign
+    return aligned_dir, lambda: refusals[400:] + refusals[:400] + benign()
 
 
 def finetune_all(
-    store: Store, cfg: DemoConfig, log: DemoLog, aligned_dir: Path, safety_mix_data: list[Chat]
+    store: Store, cfg: DemoConfig, log: DemoLog, aligned_dir: Path, safety_mix_data: Callable[[], list[Chat]]
 ) -> dict[str, Any]:
-    """2 + 3. Fine-tune under each mitigation, evaluating step 0 once (copied to the others) and every save."""
+    """2 + 3. Fine-tune under each mitigation (the ``repeated`` ones ``runs`` times, with seeds 0, 1, ...),
+    evaluating step 0 once (copied to the other runs) and every save; runs already done are skipped."""
     task: list[Chat] = list(arithmetic.chat_examples(arithmetic.train_split(cfg.task_examples, seed=cfg.seed)))
     first = cfg.mitigations[0]
     results = {}
-    for mit in cfg.mitigations:
+    plan = [(m, 0) for m in cfg.mitigations] + [
+        (m, s) for s in range(1, cfg.runs) for m in cfg.mitigations if m in cfg.repeated
+    ]
+    for mit, seed in plan:
+        name = f"{mit}/{seed}"
+        if name in runs_done(store, cfg):
+            continue
         fc = FinetuneConfig(
             experiment=cfg.experiment,
             model=str(aligned_dir),
             train=task,
-            output_dir=cfg.work_dir / mit,
+            output_dir=cfg.work_dir / (mit if seed == 0 else f"{mit}-seed{seed}"),
             mitigation=mit,
             capability_benchmark=cfg.capability,
             capability_limit=cfg.eval_limit,
@@ -275,8 +298,8 @@ def finetune_all(
             save_every=cfg.save_every,
             max_steps=cfg.max_steps,
             learning_rate=cfg.task_lr,
-            seed=cfg.seed,
-            safety_data=safety_mix_data,
+            seed=cfg.seed + seed,
+            safety_data=safety_mix_data() if MITIGATIONS[mit].safety_share else (),
             eval_benchmarks=cfg.eval_benchmarks,
             eval_limit=cfg.eval_limit,
             max_new_tokens=cfg.max_new_tokens,
@@ -285,9 +308,23 @@ def finetune_all(
             command=cfg.command,
             step0_from=first if mit != first else None,
         )
-        res = log.timed(f"finetune_{mit}", functools.partial(finetune, store, fc))
-        results[mit] = {"capability": res.capability, "reached_at": res.reached_at}
+        res = log.timed(f"finetune_{mit}" + (f"_seed{seed}" if seed else ""), functools.partial(finetune, store, fc))
+        results[name] = {"capability": res.capability, "reached_at": res.reached_at}
+        done = {"seconds": round(res.seconds), "eval_seconds": round(res.eval_seconds), "reached_at": res.reached_at}
+        with store.transaction():
+            store.upsert_experiment(cfg.experiment, meta={"runs_done": {name: done}})
     return results
+
+
+def runs_done(store: Store, cfg: DemoConfig) -> set[str]:
+    """``mitigation/seed`` of the runs fully built (recorded as each one ends; a finished build of
+    before seeds counts for its seed-0 runs)."""
+    row = store.experiments().filter(pl.col("name") == cfg.experiment)
+    meta = json.loads(row["meta"][0]) if row.height else {}
+    done = set(meta.get("runs_done", {}))
+    if "demo" in meta:
+        done |= {f"{m}/0" for m in cfg.mitigations}
+    return done
 
 
 def evaluate_raw(store: Store, cfg: DemoConfig, aligned_dir: Path) -> None:
@@ -307,10 +344,13 @@ def evaluate_raw(store: Store, cfg: DemoConfig, aligned_dir: Path) -> None:
         experiment_fields={"base_model": cfg.base_model, "task": cfg.capability, "capability_metric": "final_number"},
     )
     run_checkpoint(store, raw, progress=cfg.progress)
+    with store.transaction():
+        store.upsert_experiment(RAW_EXPERIMENT, base_model=cfg.base_model)  # a build before this recorded the aligned
 
 
-def finish(store: Store, cfg: DemoConfig, log: DemoLog, t0: float, aligned_dir: Path) -> int:
-    """Fill any judging gap, drop old evaluator versions, record how it was built; returns seconds."""
+def finish(store: Store, cfg: DemoConfig, log: DemoLog, t0: float, aligned_dir: Path, *, key: str = "demo") -> int:
+    """Fill any judging gap, drop old evaluator versions, record how it was built (under ``key``:
+    ``demo`` for a whole build, ``demo_seeds`` for runs added to one); returns seconds."""
     from capsafe_core.evaluators import REGISTRY
     from capsafe_core.runner import judge_stored
 
@@ -327,8 +367,8 @@ def finish(store: Store, cfg: DemoConfig, log: DemoLog, t0: float, aligned_dir: 
     judge_stored(store, None, reference_model=str(aligned_dir), progress=cfg.progress)
     with store.transaction():
         store.prune_evaluators({name: spec.version for name, spec in REGISTRY.items()})
-        store.upsert_experiment(cfg.experiment, meta={"demo": meta})
-        store.upsert_experiment(RAW_EXPERIMENT, meta={"demo": meta, "note": "the raw SmolLM2 before refusal training"})
+        store.upsert_experiment(cfg.experiment, meta={key: meta})
+        store.upsert_experiment(RAW_EXPERIMENT, meta={key: meta, "note": "the raw SmolLM2 before refusal training"})
     store.compact()
     store.close()
     return int(meta["seconds"])

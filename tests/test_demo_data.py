@@ -38,14 +38,14 @@ def test_small_enough_for_git():
 
 
 def test_every_checkpoint_has_every_prompt_and_every_verdict(db):
-    mits = db.execute(
-        """SELECT c.mitigation, count(*), min(c.step) FROM checkpoints c JOIN experiments e ON e.id = c.experiment_id
-           WHERE e.name = ? GROUP BY 1""",
+    runs = db.execute(
+        """SELECT c.mitigation, c.seed, count(*), min(c.step) FROM checkpoints c
+           JOIN experiments e ON e.id = c.experiment_id WHERE e.name = ? GROUP BY 1, 2""",
         (EXPERIMENT,),
     ).fetchall()
-    assert len(mits) >= 3
-    for mit, n, first in mits:
-        assert n >= 6 and first == 0, mit  # step 0 plus at least 5 saves
+    assert len({r[0] for r in runs}) >= 3
+    for mit, seed, n, first in runs:
+        assert n >= 6 and first == 0, (mit, seed)  # step 0 plus at least 5 saves, in every run
     benches = dict(
         db.execute(
             """SELECT b.name, count(DISTINCT g.prompt_id) FROM generations g JOIN prompts p ON p.id = g.prompt_id
@@ -97,6 +97,34 @@ def test_the_demo_shows_the_tradeoff(db):
     aligned = _rate(db, EXPERIMENT, "none", 0, "keyword_refusal", "refusal", "safety")
     raw = _rate(db, RAW, "none", 0, "keyword_refusal", "refusal", "safety")
     assert aligned >= 0.6 and aligned > raw + 0.3
+
+
+def test_repeated_runs(db):
+    """At least three runs (seeds) for at least two mitigations, each reaching the capability target;
+    seed 0 is the original single run."""
+    seeds = db.execute(
+        """SELECT c.mitigation, count(DISTINCT c.seed), min(c.seed) FROM checkpoints c
+           JOIN experiments e ON e.id = c.experiment_id WHERE e.name = ? GROUP BY 1""",
+        (EXPERIMENT,),
+    ).fetchall()
+    assert sum(n >= 3 for _, n, _ in seeds) >= 2 and all(first == 0 for _, _, first in seeds)
+    target = db.execute("SELECT capability_target FROM experiments WHERE name = ?", (EXPERIMENT,)).fetchone()[0]
+    best = db.execute(
+        """SELECT mitigation, seed, max(cap) FROM (
+             SELECT c.mitigation, c.seed, c.step, avg(j.label = 'correct') AS cap FROM judgments j
+             JOIN evaluators v ON v.id = j.evaluator_id JOIN generations g ON g.id = j.generation_id
+             JOIN checkpoints c ON c.id = g.checkpoint_id JOIN experiments e ON e.id = c.experiment_id
+             WHERE e.name = ? AND v.name = 'final_number' GROUP BY 1, 2, 3) GROUP BY 1, 2""",
+        (EXPERIMENT,),
+    ).fetchall()
+    assert all(cap >= target for _, _, cap in best), best
+    meta = json.loads(db.execute("SELECT meta FROM experiments WHERE name = ?", (EXPERIMENT,)).fetchone()[0])
+    assert {f"{m}/{s}" for m, n, _ in seeds if n >= 3 for s in (1, 2)} <= set(meta["runs_done"])
+
+
+def test_raw_experiment_records_the_raw_model(db):
+    base = db.execute("SELECT base_model FROM experiments WHERE name = ?", (RAW,)).fetchone()[0]
+    assert base == "smollm2-135m-instruct"
 
 
 def test_how_it_was_built_is_recorded(db):

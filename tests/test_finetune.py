@@ -2,6 +2,7 @@
 
 import json
 
+import polars as pl
 import pytest
 
 from capsafe_core import arithmetic, benchmarks
@@ -79,6 +80,38 @@ def test_lora_saves_adapters_and_step0_copy(store, tiny_model, tmp_path):
     assert cks["step"].to_list() == [0, 2]
     assert '"copied_from"' in cks["meta"][0]
     assert cks["generations"].to_list()[1] == 4 + 2  # capability + advbench
+
+
+def test_a_second_run_is_stored_under_its_seed(store, tiny_model, tmp_path):
+    """Seed 1 of a mitigation: its own checkpoints beside seed 0's, step 0 copied from seed 0 (same
+    weights, by hash), the same evaluation prompts."""
+    finetune(store, cfg(tiny_model, tmp_path, max_steps=2))
+    finetune(store, cfg(tiny_model, tmp_path / "s1", max_steps=2, seed=1))
+    cks = store.checkpoints("ft")
+    assert sorted(zip(cks["seed"], cks["step"], strict=True)) == [(0, 0), (0, 2), (1, 0), (1, 2)]
+    one = cks.filter(cks["seed"] == 1)
+    assert '"copied_from"' in one["meta"][0]
+    prompts = [
+        {r[0] for r in store.conn.execute("SELECT prompt_id FROM generations WHERE checkpoint_id = ?", (i,))}
+        for i in cks["id"].to_list()
+    ]
+    assert all(p == prompts[0] for p in prompts)
+
+
+def test_step0_is_not_copied_from_other_weights(store, tiny_model, tmp_path):
+    """A starting model saved again under the same path with other weights is evaluated afresh."""
+    import shutil
+
+    from tests.tiny import make_tiny_model
+
+    start = tmp_path / "start"
+    shutil.copytree(tiny_model, start)
+    finetune(store, cfg(start, tmp_path / "a", max_steps=2))
+    shutil.rmtree(start)
+    make_tiny_model(start, seed=7)
+    finetune(store, cfg(start, tmp_path / "b", max_steps=2, seed=1))
+    one = store.checkpoints("ft").filter(pl.col("seed") == 1)
+    assert '"copied_from"' not in one["meta"][0] and '"run"' in one["meta"][0]
 
 
 def test_training_prompts_must_not_be_evaluation_prompts():

@@ -58,7 +58,7 @@ class FinetuneConfig:
     eval_limit: int | None = None
     eval_evaluators: Sequence[str] | None = None  # None = default set
     max_new_tokens: int = 128
-    eval_batch_size: int = 16
+    eval_batch_size: int | None = None  # None: from the workload and free memory
     keep_checkpoints: bool = True
     progress: bool = True
     command: str | None = None
@@ -72,3 +72,4 @@ class FinetuneResult:
     reached_at: int | None = None
     stopped_early: bool = False
     seconds: float = 0.0
+    eval_seconds: float = 0.0  # of which evaluating checkpoints (generation and judging)

@@ -161,6 +161,7 @@ class CheckpointEvaluator:
         from capsafe_core.runner import RunSpec, run_checkpoint
 
         cfg = self.cfg
+        t0 = time.perf_counter()
         backend = TransformersBackend(model_ref, loaded=loaded, batch_size=cfg.eval_batch_size) if loaded else None
         limits = {cfg.capability_benchmark: cfg.capability_limit}
         limits.update({b: cfg.eval_limit for b in benchmarks.expand(list(cfg.eval_benchmarks))})
@@ -188,7 +189,9 @@ class CheckpointEvaluator:
                 model_ref=model_ref,
                 meta={"finetune": self.meta},
             )
-        return self.record(step, capability_of(self.store, ck, cfg.capability_benchmark))
+        capability = capability_of(self.store, ck, cfg.capability_benchmark)
+        self.result.eval_seconds += time.perf_counter() - t0
+        return self.record(step, capability)
 
     def record(self, step: int, capability: float) -> float:
         self.result.steps.append(step)
@@ -197,13 +200,16 @@ class CheckpointEvaluator:
 
 
 def step0(store: Store, cfg: FinetuneConfig, mitigation: str, model_ref: str) -> float | None:
-    """Copy step 0 from ``cfg.step0_from`` (same model, same prompts) instead of evaluating it again; the
-    step 0 of another run (seed) of the same mitigation is the same model too."""
-    src = None
-    if runs.checkpoint_id(store, cfg.experiment, mitigation, 0, cfg.seed) is None:
-        src = runs.step0_checkpoint(store, cfg.experiment, mitigation, model_ref)
+    """Copy step 0 from ``cfg.step0_from`` or from another run (seed) of this mitigation, where it was
+    evaluated from the same weights (by hash), instead of evaluating it again."""
+    from capsafe_core.backends.models import model_hash, resolve_model
+
+    if runs.checkpoint_id(store, cfg.experiment, mitigation, 0, cfg.seed) is not None:
+        return None  # this run's own step 0 is stored (or partly: evaluating it again resumes it)
+    weights = model_hash(resolve_model(model_ref))
+    src = runs.step0_checkpoint(store, cfg.experiment, mitigation, model_ref, weights)
     if src is None and cfg.step0_from is not None and cfg.step0_from != mitigation:
-        src = runs.step0_checkpoint(store, cfg.experiment, cfg.step0_from, model_ref)
+        src = runs.step0_checkpoint(store, cfg.experiment, cfg.step0_from, model_ref, weights)
     if src is None:
         return None
     with store.transaction():
