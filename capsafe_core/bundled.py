@@ -37,15 +37,29 @@ def demo_db() -> Path:
     return out
 
 
-def write_demo_archive(db: Path) -> Path:
-    """Compress ``db`` into the bundled archive (what ``capsafe demo build`` ships)."""
-    archive = demo_archive()
+def build_archive() -> Path:
+    """A demo build in progress, kept in git between sessions (``capsafe demo build`` resumes from it)."""
+    return data_dir() / "demo-build.db.gz"
+
+
+def write_demo_archive(db: Path, archive: Path | None = None) -> Path:
+    """Compress ``db`` into the bundled archive (what ``capsafe demo build`` ships), or into ``archive``."""
+    archive = archive or demo_archive()
     tmp = archive.with_name(archive.name + ".tmp")
     with (
         open(db, "rb") as src,
         open(tmp, "wb") as raw,
-        gzip.GzipFile(filename="demo.db", mode="wb", compresslevel=9, fileobj=raw, mtime=0) as dst,
+        gzip.GzipFile(filename=archive.stem, mode="wb", compresslevel=9, fileobj=raw, mtime=0) as dst,
     ):
         shutil.copyfileobj(src, dst)
     os.replace(tmp, archive)
     return archive
+
+
+def read_archive(archive: Path, out: Path) -> Path:
+    """Decompress ``archive`` to ``out`` (atomically)."""
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
+    with gzip.open(archive, "rb") as src, open(tmp, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    os.replace(tmp, out)
+    return out

@@ -31,7 +31,7 @@ from typing import Any
 
 import polars as pl
 
-from capsafe_core import arithmetic, benchmarks
+from capsafe_core import arithmetic, benchmarks, bundled
 from capsafe_core.finetune import MITIGATIONS, Chat, FinetuneConfig, drop_overlap, finetune, train_plain
 from capsafe_core.store import Store, now
 
@@ -222,6 +222,9 @@ def build_demo(cfg: DemoConfig, *, extend: bool = False) -> dict[str, Any]:
     t0 = time.perf_counter()
     cfg.work_dir.mkdir(parents=True, exist_ok=True)
     tmp_db = cfg.work_dir / "demo.db"
+    partial = _partial_archive(cfg)
+    if not tmp_db.exists() and partial is not None and partial.exists():
+        bundled.read_archive(partial, tmp_db)  # a build an earlier session committed part of
     if extend and not tmp_db.exists():
         if not cfg.out.exists():
             raise FileNotFoundError(f"{cfg.out} does not exist; --extend adds runs to an existing demo database")
@@ -313,7 +316,27 @@ def finetune_all(
         done = {"seconds": round(res.seconds), "eval_seconds": round(res.eval_seconds), "reached_at": res.reached_at}
         with store.transaction():
             store.upsert_experiment(cfg.experiment, meta={"runs_done": {name: done}})
+        save_partial(store, cfg)
     return results
+
+
+def _partial_archive(cfg: DemoConfig) -> Path | None:
+    """Where a build of the bundled demo keeps its progress in git (None for any other output)."""
+    shipped = bundled.demo_archive().with_suffix("").resolve()
+    return bundled.build_archive() if cfg.out.resolve() == shipped else None
+
+
+def save_partial(store: Store, cfg: DemoConfig) -> None:
+    """After each run, the database so far, compressed into ``data/demo-build.db.gz``: committed, it lets
+    the next session continue the build (``capsafe demo build`` starts from it)."""
+    archive = _partial_archive(cfg)
+    if archive is None:
+        return
+    snapshot = cfg.work_dir / "partial.db"
+    snapshot.unlink(missing_ok=True)
+    store.backup(snapshot)
+    bundled.write_demo_archive(snapshot, archive)
+    snapshot.unlink()
 
 
 def runs_done(store: Store, cfg: DemoConfig) -> set[str]:
@@ -376,14 +399,13 @@ def finish(store: Store, cfg: DemoConfig, log: DemoLog, t0: float, aligned_dir: 
 
 def publish(built: Path, out: Path) -> None:
     """Copy the built database to ``out``; the bundled one is also compressed into what git holds."""
-    from capsafe_core import bundled
-
     out.parent.mkdir(parents=True, exist_ok=True)
     for suffix in ("-wal", "-shm"):
         Path(str(out) + suffix).unlink(missing_ok=True)
     shutil.copyfile(built, out)
     if out.resolve() == bundled.demo_archive().with_suffix("").resolve():
         bundled.write_demo_archive(out)  # data/demo.db.gz
+        bundled.build_archive().unlink(missing_ok=True)  # the build is done: no progress to keep
 
 
 def _hardware() -> str:

@@ -37,9 +37,14 @@ def _pick(label: str, options: list[str], param: str, col) -> str | None:
 
 
 v = ctx.verdicts()
-c1, c2, c3, c4 = st.columns(4)
+c1, c0, c2, c3, c4 = st.columns([3, 1, 2, 3, 3])
 mitigation = _pick("Mitigation", ctx.mitigations, "mitigation", c1)
-steps = sorted(v.filter(pl.col("mitigation") == mitigation)["step"].unique().to_list()) if mitigation else []
+runs = v.filter(pl.col("mitigation") == mitigation) if mitigation else v.head(0)
+seeds = sorted(runs["seed"].unique().to_list())
+seed = _pick("Seed", [str(s) for s in seeds], "seed", c0) if len(seeds) > 1 else None
+if seed is not None:
+    runs = runs.filter(pl.col("seed") == int(seed))
+steps = sorted(runs["step"].unique().to_list())
 step = _pick("Step", [str(s) for s in steps], "step", c2) if mitigation else None
 benchmark = _pick("Benchmark", sorted(v["benchmark"].unique().to_list()), "benchmark", c3)
 category = _pick("Category", common.categories(ctx.path, ctx.mtime, ctx.experiment), "category", c4)
@@ -69,6 +74,7 @@ if ids or checkpoint:
 
 f = SampleFilter(
     mitigation=mitigation,
+    seed=int(seed) if seed is not None else None,
     step=int(step) if step is not None else None,
     checkpoint_id=checkpoint,
     benchmark=benchmark,
@@ -116,8 +122,9 @@ if d is None:
 st.divider()
 st.subheader(f"Generation {gid}")
 st.text(
-    f"{inert.md(d['experiment'])} · {inert.md(d['mitigation'])} step {d['step']} · {inert.md(d['benchmark'])} "
-    f"({inert.md(d['bench_kind'])}) · prompt {inert.md(d['prompt_id'])} · category {inert.md(d['category'])} · "
+    f"{inert.md(d['experiment'])} · {inert.md(d['mitigation'])} seed {d['seed']} step {d['step']} · "
+    f"{inert.md(d['benchmark'])} ({inert.md(d['bench_kind'])}) · prompt {inert.md(d['prompt_id'])} · "
+    f"category {inert.md(d['category'])} · "
     f"{d['n_tokens']} tokens, finish: {inert.md(d['finish_reason'])}"
 )
 left, right = st.columns(2)

@@ -75,6 +75,15 @@ class Store:
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self.conn.execute("VACUUM")
 
+    def backup(self, dest: Path) -> None:
+        """A consistent copy of the database (WAL included) at ``dest``, as one file."""
+        with connection.sqlite_errors(self.path):
+            target = sqlite3.connect(str(dest))
+            try:
+                self.conn.backup(target)
+            finally:
+                target.close()
+
     def close(self) -> None:
         self.conn.close()
 
