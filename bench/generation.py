@@ -71,7 +71,18 @@ def main() -> None:
     ap.add_argument("--skip-loop", action="store_true", help="leave out the unbatched loop (slow on 512 prompts)")
     ap.add_argument("--skip-llama", action="store_true")
     ap.add_argument("--skip-generate", action="store_true", help="leave out batched transformers generate")
-    ap.add_argument("--bf16-prompts", type=int, default=16, help="prompts for the bf16 identity check (0: none)")
+    ap.add_argument(
+        "--bf16-prompts",
+        type=int,
+        default=16,
+        help="prompts for the bf16 identity check (0: none; slow without native bf16)",
+    )
+    ap.add_argument(
+        "--static-prompts",
+        type=int,
+        default=0,
+        help="also time generate with a static KV cache and torch.compile on this many prompts (0: not)",
+    )
     args = ap.parse_args()
     chats = [chat(t) for t in prompts(args.prompts)]
     dec = Decoding(max_new_tokens=args.max_new_tokens)
@@ -101,6 +112,9 @@ def main() -> None:
         loop, t_l = timed(lambda: [backend.generate([c], dec)[0] for c in chats])
         rows.append(("unbatched generate loop", sum(c.n_tokens or 0 for c in loop), t_l))
         same["the unbatched loop"] = sum(a.text == b.text for a, b in zip(batched, loop, strict=True))
+    if args.static_prompts:
+        rows += static_compiled(backend, chats[: args.static_prompts], dec)
+    tok, backend_render = backend.tokenizer, backend.render
     backend.close()
     bf16 = bf16_identity(chats[: args.bf16_prompts], dec, batch) if args.bf16_prompts else None
     if not args.skip_llama:
@@ -125,13 +139,42 @@ def main() -> None:
         print(f"matmul {batch}x{cfg.hidden_size} @ {cfg.hidden_size}x{cfg.intermediate_size} {name}: {g:7.1f} GFLOP/s "
               f"-> compute limit {limit[name]:7.0f} tokens/s")  # fmt: skip
     base = next((n / t for name, n, t in rows if name.startswith("unbatched")), None)
+    prompt_tokens = sum(len(tok(backend_render(c))["input_ids"]) for c in chats)
     for name, n, t in rows:
         ratio = f"{n / t / base:6.2f}x loop" if base else ""
         print(f"{name:44} {n:6} tok {t:7.1f} s {n / t:8.1f} tok/s  {100 * n / t / own:5.1f}% of limit  {ratio}")
+    answer = sum(c.n_tokens or 0 for c in batched)
+    work = (prompt_tokens + answer) * gflop_per_token / t_b
+    print(
+        f"capsafe also reads the {prompt_tokens} prompt tokens ({prompt_tokens / len(chats):.0f} per prompt): counting "
+        f"them, it computes {work:.1f} GFLOP/s, {100 * work / (own * gflop_per_token):.0f}% of the matmul rate"
+    )
     for other, n in same.items():
         print(f"capsafe batched responses identical to {other}: {n}/{len(chats)} (in {dtype})")
     if bf16 is not None:
         print(f"bfloat16: capsafe batched identical to an unbatched generate loop for {bf16[0]}/{bf16[1]} prompts")
+
+
+def static_compiled(backend: TransformersBackend, chats: list, dec: Decoding) -> list[tuple[str, int, float]]:
+    """transformers' own fast path, on the same prompts, batched: ``generate`` with a static KV cache,
+    then also with the forward pass compiled (``torch.compile``; the first, compiling call is left out);
+    capsafe's loop on the same prompts for comparison."""
+    import torch
+
+    out = []
+    backend.batch_size, backend.fast_decode = len(chats), True
+    same, t = timed(lambda: backend.generate(chats, dec))
+    out.append((f"capsafe loop, same {len(chats)} prompts", sum(c.n_tokens or 0 for c in same), t))
+    backend.fast_decode = False
+    backend.model.generation_config.cache_implementation = "static"
+    static, t = timed(lambda: backend.generate(chats, dec))
+    out.append((f"generate, static cache ({len(chats)} prompts)", sum(c.n_tokens or 0 for c in static), t))
+    backend.model.forward = torch.compile(backend.model.forward, dynamic=False)
+    backend.generate(chats, dec)  # compiles
+    compiled, t = timed(lambda: backend.generate(chats, dec))
+    out.append((f"generate, static cache + compile ({len(chats)})", sum(c.n_tokens or 0 for c in compiled), t))
+    backend.model.generation_config.cache_implementation = None
+    return out
 
 
 def bf16_identity(chats: list, dec: Decoding, batch: int) -> tuple[int, int]:

@@ -39,7 +39,7 @@ st.markdown(
 
 
 def highlight(row):
-    return ["background-color: #fde2e1" if row["winner_changes"] else "" for _ in row]
+    return ["background-color: #fde2e1" if row["conclusion changes"] else "" for _ in row]
 
 
 st.dataframe(wide.to_pandas().style.apply(highlight, axis=1), hide_index=True)

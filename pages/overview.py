@@ -92,4 +92,4 @@ common.download_csv(head.drop("best_set"), f"{ctx.experiment}-headline.csv")
 meta = json.loads(ctx.meta)
 if "demo" in meta:
     with st.expander("How this experiment was built"):
-        st.json(meta["demo"], expanded=False)
+        st.json({k: meta[k] for k in ("demo", "demo_seeds", "runs_done") if k in meta}, expanded=False)

@@ -116,3 +116,27 @@ def test_generation_config_with_processors_uses_generate(tiny_model):
     from capsafe_core.backends import decode
 
     assert not decode.supported(b.model)
+
+
+def test_auto_batches_fit_a_token_budget(tiny_model, monkeypatch):
+    """Without a given batch size, prompts are sorted by length and a batch holds at most the token
+    budget (padded prompt + answer), so one long prompt does not pad a whole batch of short ones."""
+    from capsafe_core.backends.hf import TransformersBackend
+
+    b = TransformersBackend(str(tiny_model), dtype="float32", device="cpu")
+    assert b.auto_batch and b.token_budget
+    b.token_budget = 200
+    sizes = []
+    real = b._batch
+
+    def spy(texts, decoding, i, top):
+        sizes.append((len(texts), max(len(b.tokenizer(t)["input_ids"]) for t in texts)))
+        return real(texts, decoding, i, top)
+
+    monkeypatch.setattr(b, "_batch", spy)
+    long = "word " * 120
+    out = b.generate([chat(p) for p in [long, *PROMPTS, *PROMPTS]], Decoding(max_new_tokens=4))
+    assert len(out) == 11
+    assert sizes[0][0] == 1  # the long prompt alone
+    assert all(n * (length + 4) <= 200 or n == 1 for n, length in sizes)
+    assert sum(n for n, _ in sizes) == 11 and len(sizes) < 11

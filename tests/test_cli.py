@@ -60,7 +60,7 @@ def test_init_import_ls_export_roundtrip(tmp_path):
         res = run("export", str(out), "--db", db)
         assert res.exit_code == 0 and "Wrote 2 generations" in res.output
     text = (tmp_path / "out.csv").read_text()
-    assert text.splitlines()[0].startswith("experiment,mitigation,step,model,benchmark")
+    assert text.splitlines()[0].startswith("experiment,mitigation,seed,step,model,benchmark")
     assert ",harm,harm_score" in text.splitlines()[0]
     # the export imports back into a fresh database with the same verdicts
     db2 = str(tmp_path / "r2.db")

@@ -37,6 +37,9 @@ def charts(at):
 def test_overview_target_changes_headline(app):
     at = goto(app, "overview")
     assert [m.label for m in at.metric][:3] == ["checkpoints", "prompts", "generations"]
+    forest = charts(at)[0]["data"]
+    assert "mitigation (95% CI)" in {t["name"] for t in forest}  # the forest plot leads
+    assert any("indistinguishable" in m.value or "significantly" in m.value for m in at.markdown)
     before = at.dataframe[0].value.to_csv()
     at.number_input(key="ov_target").set_value(0.0).run()
     assert not at.exception
@@ -49,7 +52,7 @@ def test_curves_metric_and_toggle_change_figure(app):
     at = goto(app, "curves")
     first = charts(at)
     assert len(first) == 3  # safety, incoherence, over-refusal
-    assert {t["name"] for t in first[0]["data"]} >= {"none"}
+    assert any(t["name"].startswith("none") for t in first[0]["data"])
     at.selectbox(key="cv_metric").set_value("refusal_rate").run()
     assert not at.exception
     assert charts(at)[0]["data"][0]["y"] != first[0]["data"][0]["y"]

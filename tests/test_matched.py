@@ -82,3 +82,21 @@ def test_runs_are_counted_and_averaged():
         reached = runs.filter((pl.col("mitigation") == mit) & pl.col("reached"))
         assert value == pytest.approx(reached["interp_value"].mean())
     assert (c["interp_lo"] < c["interp_value"]).all() and (c["interp_value"] < c["interp_hi"]).all()
+
+
+def test_figures_show_the_runs():
+    """Curves draw a thin line per run and a bold mean per mitigation; the forest plot marks the best set
+    and shows each run as a point."""
+    from capsafe_core import plots
+
+    v, _ = experiment(World(seeds=3, run_sd=0.05), np.random.default_rng(5))
+    df = analysis.curves(
+        v, evaluator="judge1", benchmarks="safe", metric="unsafe_rate", capability_benchmark="cap", scorer="scorer"
+    )
+    names = [t.name for t in plots.curve_figure(df, target=0.5, y_label="unsafe").data]
+    assert {"a seed 0", "a seed 1", "a seed 2", "a (mean of 3 runs)", "b (mean of 3 runs)"} <= set(names)
+    t = analysis.overview(v, target=0.5, safety_benchmarks=["safe"], evaluator="judge1", **ARGS)
+    fig = plots.forest_figure(t["compare"], t["runs"], x_label="unsafe")
+    runs, main = fig.data
+    assert len(runs.x) == 6 and len(main.x) == 2
+    assert "#2ca02c" in main.marker.color  # the best set in green

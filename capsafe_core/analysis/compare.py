@@ -155,10 +155,12 @@ def wide_compare(long: pl.DataFrame) -> pl.DataFrame:
         .otherwise(ci_expr("interp_value", "interp_lo", "interp_hi"))
     )
     wide = long.with_columns(
-        cell.alias("cell"), pl.col("best_set").list.join(", ").alias("best (indistinguishable)")
+        cell.alias("cell"),
+        pl.col("best_set").list.join(", ").alias("best (indistinguishable)"),
+        pl.col("winner_changes").alias("conclusion changes"),
     ).pivot(
         on="mitigation",
-        index=["benchmark", "evaluator", "metric", "best (indistinguishable)", "winner_changes"],
+        index=["benchmark", "evaluator", "metric", "best (indistinguishable)", "conclusion changes"],
         values="cell",
         aggregate_function="first",
     )

@@ -16,6 +16,8 @@ from capsafe_core.backends import Completion, Decoding, Message, decode
 from capsafe_core.backends.models import ModelRef, auto_batch_size, load_model, model_hash, resolve_model
 from capsafe_core.errors import BackendError
 
+TOKEN_BUDGET = 4096  # tokens (prompt + answer, padded) per batch on a CPU; see bench/generation.py
+
 
 class OutOfMemory(Exception):
     """A batch did not fit on the device (caught inside ``generate``, which halves the batch)."""
@@ -68,6 +70,8 @@ class TransformersBackend:
         self.auto_batch = batch_size is None  # then sized per call from the workload and free memory
         self.batch_size = batch_size or auto_batch_size(self.model, self.device)
         self.halvings = 0  # how often a batch ran out of memory and was halved
+        # on a CPU, padding costs compute: a chosen batch holds at most this many (padded) tokens
+        self.token_budget = TOKEN_BUDGET if self.device == "cpu" else None
         self.fast_decode = fast_decode and decode.supported(self.model)
 
     def render(self, messages: list[Message]) -> str:
@@ -90,7 +94,10 @@ class TransformersBackend:
         out: dict[int, Completion] = {}
         start, b = 0, 0
         while start < len(order):
-            idx = order[start : start + self.batch_size]
+            rows = self.batch_size
+            if self.auto_batch and self.token_budget:  # padded to the longest: fewer rows where prompts are long
+                rows = min(rows, max(1, self.token_budget // (lengths[order[start]] + decoding.max_new_tokens)))
+            idx = order[start : start + rows]
             try:
                 out.update(zip(idx, self._batch([texts[i] for i in idx], decoding, b, top_logprobs), strict=True))
             except OutOfMemory:
