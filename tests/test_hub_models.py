@@ -131,23 +131,35 @@ def test_missing_base_is_one_line_and_leaves_the_database(hf_cache, tiny_model, 
     assert res.exit_code == 0, res.output
 
 
-def test_out_of_memory_halves_the_batch(tiny_model):
+@pytest.mark.parametrize("fast", [True, False], ids=["capsafe-loop", "generate"])
+def test_out_of_memory_halves_the_batch(tiny_model, monkeypatch, fast):
     import torch
 
+    from capsafe_core.backends import decode
+
     backend = load_backend("transformers", model=str(tiny_model), dtype="float32", device="cpu", batch_size=8)
+    backend.fast_decode = fast
     prompts = [chat(f"What is {i} plus {i}?") for i in range(7)]
     expected = [c.text for c in backend.generate(prompts, Decoding(max_new_tokens=5))]
-    real = backend.model.generate
     sizes: list[int] = []
 
-    def tight(*args, **kwargs):  # a device that holds at most two sequences
-        n = kwargs["input_ids"].shape[0]
+    def too_big(n: int) -> None:  # a device that holds at most two sequences
         sizes.append(n)
         if n > 2:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
-        return real(*args, **kwargs)
 
-    backend.model.generate = tight
+    real_generate, real_decode = backend.model.generate, decode.decode
+
+    def tight_generate(*args, **kwargs):
+        too_big(kwargs["input_ids"].shape[0])
+        return real_generate(*args, **kwargs)
+
+    def tight_decode(model, input_ids, *args, **kwargs):
+        too_big(input_ids.shape[0])
+        return real_decode(model, input_ids, *args, **kwargs)
+
+    backend.model.generate = tight_generate
+    monkeypatch.setattr(decode, "decode", tight_decode)
     got = [c.text for c in backend.generate(prompts, Decoding(max_new_tokens=5))]
     assert got == expected
     assert backend.batch_size == 2 and backend.halvings == 2 and sizes[:3] == [7, 4, 2]
