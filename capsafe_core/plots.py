@@ -175,48 +175,6 @@ def forest_figure(matched: pl.DataFrame, runs: pl.DataFrame, *, x_label: str, ti
     return fig
 
 
-def matched_figure(m: pl.DataFrame, *, y_label: str, title: str = "") -> go.Figure:
-    """Mitigations at the target: first-reaching checkpoint and interpolated value, with CIs."""
-    fig = go.Figure()
-    reached = m.filter(pl.col("value").is_not_null())
-    names = [_safe(x) for x in reached["mitigation"].to_list()]
-    fig.add_trace(
-        go.Bar(
-            x=names,
-            y=reached["value"].to_list(),
-            name="first checkpoint at target",
-            error_y={
-                "type": "data",
-                "symmetric": False,
-                "array": (reached["hi"] - reached["value"]).to_list(),
-                "arrayminus": (reached["value"] - reached["lo"]).to_list(),
-            },
-            text=[f"step {s}" for s in reached["first_step"].to_list()],
-            textposition="inside",
-        )
-    )
-    interp = reached.filter(pl.col("interp_value").is_not_null())
-    fig.add_trace(
-        go.Scatter(
-            x=[_safe(x) for x in interp["mitigation"].to_list()],
-            y=interp["interp_value"].to_list(),
-            mode="markers",
-            name="interpolated",
-            marker={"symbol": "diamond", "size": 12, "color": "#333"},
-            error_y={
-                "type": "data",
-                "symmetric": False,
-                "array": (interp["interp_hi"] - interp["interp_value"]).to_list(),
-                "arrayminus": (interp["interp_value"] - interp["interp_lo"]).to_list(),
-            },
-        )
-    )
-    fig.update_layout(
-        title=_safe(title), yaxis_title=_safe(y_label), height=380, margin={"t": 50, "l": 10, "r": 10, "b": 10}
-    )
-    return fig
-
-
 def confusion_figure(matrix: list[list[int]], labels: list[str], *, x_title: str, y_title: str) -> go.Figure:
     fig = go.Figure(
         go.Heatmap(

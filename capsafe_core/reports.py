@@ -154,12 +154,7 @@ def compare_report(
         if long.height == 0:
             continue
         extra = [pl.lit(exp).alias("experiment"), pl.lit(t).alias("target")]
-        rankings, tau = analysis.sensitivity(long)
-        if rankings.height:
-            best = long.select("benchmark", "evaluator", "metric", "best_set").unique(
-                ["benchmark", "evaluator", "metric"]
-            )
-            rankings = rankings.join(best, on=["benchmark", "evaluator", "metric"], how="left")
+        rankings, tau = analysis.ranked_views(long)
         for key, frame in (
             ("compare", long),
             ("differences", tables["differences"]),
@@ -199,24 +194,6 @@ def compact_compare(tables: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
         pl.when(pl.col("reached")).then(analysis.ci_expr("value", "lo", "hi")).otherwise(pl.lit("")).alias("first"),
         pl.col("best_set").list.join(", ").alias("best (indistinguishable)"),
     )
-    d = tables["differences"]
-    diffs = (
-        d.select(
-            "experiment",
-            "benchmark",
-            "evaluator",
-            "metric",
-            pl.format("{} − {}", "a", "b").alias("difference"),
-            analysis.ci_expr("diff", "lo", "hi").alias("value [95% CI]"),
-            pl.col("p_holm").round(4),
-            pl.when(pl.col("significant"))
-            .then(pl.lit("significant"))
-            .otherwise(pl.lit("indistinguishable"))
-            .alias("verdict"),
-        )
-        if d.height
-        else d
-    )
     rankings = tables["rankings"]
     if rankings.height:
         rankings = rankings.with_columns(pl.col("ranking").list.join(" < "), pl.col("best_set").list.join(", ")).drop(
@@ -225,7 +202,7 @@ def compact_compare(tables: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
     return {
         **tables,
         "compare": compact,
-        "differences": diffs,
+        "differences": analysis.difference_table(tables["differences"]),
         "rankings": rankings,
         "tau": tables["tau"].drop("target", strict=False),
     }

@@ -75,20 +75,7 @@ st.plotly_chart(
 diffs = tables["differences"].filter((pl.col("benchmark") == b) & (pl.col("evaluator") == e) & (pl.col("metric") == m))
 if diffs.height:
     st.caption("Paired differences at the target (a − b, 95% CI; significant after Holm's correction within this view)")
-    st.dataframe(
-        diffs.select(
-            "a",
-            "b",
-            pl.col("diff").round(3),
-            analysis.ci_expr(None, "lo", "hi").alias("95% CI"),
-            pl.col("p_holm").round(4),
-            pl.when(pl.col("significant"))
-            .then(pl.lit("significant"))
-            .otherwise(pl.lit("indistinguishable"))
-            .alias("verdict"),
-        ),
-        hide_index=True,
-    )
+    st.dataframe(analysis.difference_table(diffs).drop("benchmark", "evaluator", "metric"), hide_index=True)
 st.dataframe(
     one.select(
         "mitigation",
@@ -113,10 +100,8 @@ if not_reached:
     st.caption(f"Not reaching the target: {inert.md_list(not_reached)}.")
 
 st.subheader("Sensitivity of the ranking")
-rankings, tau = analysis.sensitivity(long)
+rankings, tau = analysis.ranked_views(long)
 if rankings.height:
-    best = long.select("benchmark", "evaluator", "metric", "best_set").unique(["benchmark", "evaluator", "metric"])
-    rankings = rankings.join(best, on=["benchmark", "evaluator", "metric"], how="left")
     st.dataframe(
         rankings.with_columns(pl.col("ranking").list.join(" < "), pl.col("best_set").list.join(", ")), hide_index=True
     )

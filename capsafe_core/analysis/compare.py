@@ -15,6 +15,7 @@ import itertools
 
 import polars as pl
 
+from capsafe_core.analysis.agreement import sensitivity
 from capsafe_core.analysis.formatting import ci_expr
 from capsafe_core.analysis.matched import View, bootstrap
 from capsafe_core.analysis.rates import HIGHER_IS_WORSE, incoherent_ids, prompt_values, safety_views
@@ -60,14 +61,8 @@ def compare_tables(
     diffs = out["differences"]
     best = best_sets(out["matched"], diffs)
     changes = conclusion_changes(diffs)
-    changed = _views_in(changes)
-    compare = (
-        out["matched"]
-        .join(best, on=VIEW, how="left")
-        .with_columns(
-            pl.struct(VIEW).map_elements(lambda r: _key(r) in changed, return_dtype=pl.Boolean).alias("winner_changes")
-        )
-    )
+    in_change = pl.concat_str(VIEW, separator=" / ").is_in(sorted(_views_in(changes)))
+    compare = out["matched"].join(best, on=VIEW, how="left").with_columns(in_change.alias("winner_changes"))
     return {"compare": compare, "runs": out["runs"], "differences": diffs, "changes": changes}
 
 
@@ -85,13 +80,14 @@ def best_sets(matched: pl.DataFrame, diffs: pl.DataFrame) -> pl.DataFrame:
     ``best_set`` (it and every mitigation not significantly worse)."""
     rows = []
     for key, part in matched.filter(pl.col("interp_value").is_not_null()).group_by(VIEW, maintain_order=True):
-        worse_high = HIGHER_IS_WORSE.get(str(key[2]), True)
-        ranked = part.sort("interp_value", descending=not worse_high)["mitigation"].to_list()
+        order = part.sort("interp_value", descending=not HIGHER_IS_WORSE.get(str(key[2]), True))
+        ranked = order["mitigation"].to_list()
         top = ranked[0]
         d = diffs.filter(
             (pl.col("benchmark") == key[0]) & (pl.col("evaluator") == key[1]) & (pl.col("metric") == key[2])
         )
-        worse = {m for m in ranked[1:] if _significant(d, m, top, worse_high)}
+        safer = _safer(d)
+        worse = {m for m in ranked[1:] if (top, m) in safer}
         rows.append((*key, top, [m for m in ranked if m not in worse]))
     schema: dict[str, pl.DataType | type[pl.DataType]] = {
         "benchmark": pl.Utf8,
@@ -101,15 +97,6 @@ def best_sets(matched: pl.DataFrame, diffs: pl.DataFrame) -> pl.DataFrame:
         "best_set": pl.List(pl.Utf8),
     }
     return pl.DataFrame(rows, schema=schema, orient="row")
-
-
-def _significant(d: pl.DataFrame, x: str, y: str, worse_high: bool) -> bool:
-    """Is x significantly worse than y in this view's differences?"""
-    for a, b, diff, sig in d.select("a", "b", "diff", "significant").iter_rows():
-        if {a, b} == {x, y} and sig:
-            x_minus_y = diff if a == x else -diff
-            return x_minus_y > 0 if worse_high else x_minus_y < 0
-    return False
 
 
 def _safer(d: pl.DataFrame) -> set[tuple[str, str]]:
@@ -165,6 +152,30 @@ def wide_compare(long: pl.DataFrame) -> pl.DataFrame:
         aggregate_function="first",
     )
     return wide.sort("benchmark", "evaluator", "metric")
+
+
+def ranked_views(long: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``sensitivity`` of the ``compare`` frame, each view's ranking joined with its best set."""
+    rankings, tau = sensitivity(long)
+    if rankings.height:
+        best = long.select(*VIEW, "best_set").unique(VIEW)
+        rankings = rankings.join(best, on=VIEW, how="left")
+    return rankings, tau
+
+
+def difference_table(d: pl.DataFrame) -> pl.DataFrame:
+    """The paired differences for reading: ``a − b``, ``value [95% CI]``, Holm's p and a verdict."""
+    if d.height == 0:
+        return d
+    verdict = pl.when(pl.col("significant")).then(pl.lit("significant")).otherwise(pl.lit("indistinguishable"))
+    keep = [c for c in ("experiment", *VIEW) if c in d.columns]
+    return d.select(
+        *keep,
+        pl.format("{} − {}", "a", "b").alias("difference"),
+        ci_expr("diff", "lo", "hi").alias("value [95% CI]"),
+        pl.col("p_holm").round(4),
+        verdict.alias("verdict"),
+    )
 
 
 def overview(

@@ -94,10 +94,10 @@ def _prompt_weights(frames: list[pl.DataFrame], rng: np.random.Generator, b: int
 def _checkpoints(cap_pv: pl.DataFrame, rng: np.random.Generator, b: int) -> _Checkpoints:
     ck = cap_pv.select("checkpoint_id", "mitigation", "seed", "step").unique().sort("mitigation", "seed", "step")
     ids = ck["checkpoint_id"].to_numpy()
-    runs: dict[str, dict[int, np.ndarray]] = {}
+    rows: dict[str, dict[int, list[int]]] = {}
     for i, (mit, seed) in enumerate(ck.select("mitigation", "seed").iter_rows()):
-        runs.setdefault(str(mit), {}).setdefault(int(seed), np.array([], dtype=int))
-        runs[str(mit)][int(seed)] = np.append(runs[str(mit)][int(seed)], i)
+        rows.setdefault(str(mit), {}).setdefault(int(seed), []).append(i)
+    runs = {m: {s: np.array(r) for s, r in by_seed.items()} for m, by_seed in rows.items()}
     cap = _resampled_means(cap_pv, ids, _prompt_weights([cap_pv], rng, b))
     return _Checkpoints(ids, runs, ck["step"].to_numpy(), cap)
 
@@ -183,7 +183,7 @@ def bootstrap(
                 runs.append(
                     {**key, "mitigation": mit, "seed": s, **_run_row(cks, by_seed[s], target, rch, first, fv, iv)}
                 )
-            matched.append({**key, "mitigation": mit, **_summary(first_v, interp_v, b)})
+            matched.append({**key, "mitigation": mit, **_summary(first_v, interp_v)})
         diffs += _differences(key, interp_reps)
     return {
         "matched": _with_run_columns(pl.DataFrame(matched, schema=MATCHED_SCHEMA), pl.DataFrame(runs)),
@@ -246,11 +246,12 @@ def _run_row(
     }
 
 
-def _summary(first_v: np.ndarray, interp_v: np.ndarray, b: int) -> dict[str, float | None]:
+def _summary(first_v: np.ndarray, interp_v: np.ndarray) -> dict[str, float | None]:
+    """Replicate 0 is the data as observed; the others give the intervals and ``p_reached``."""
     lo, hi = _interval(first_v[1:])
     ilo, ihi = _interval(interp_v[1:])
     return {
-        "p_reached": float(np.mean(~np.isnan(interp_v[1:]))) if b else None,
+        "p_reached": float(np.mean(~np.isnan(interp_v[1:]))) if len(interp_v) > 1 else None,
         "value": _num(first_v[0]),
         "lo": lo,
         "hi": hi,
@@ -262,17 +263,16 @@ def _summary(first_v: np.ndarray, interp_v: np.ndarray, b: int) -> dict[str, flo
 
 def _differences(key: dict[str, str], reps: dict[str, np.ndarray]) -> list[dict[str, object]]:
     """Every pair of mitigations that both reach the target: value(a) − value(b), interpolated."""
-    out: list[dict[str, object]] = []
+    tests = []
     for a, b in itertools.combinations(sorted(reps), 2):
         d = reps[a] - reps[b]
-        if np.isnan(d[0]):
-            continue
-        lo, hi, p = _normal_test(float(d[0]), d[1:])
-        out.append({**key, "a": a, "b": b, "diff": float(d[0]), "lo": lo, "hi": hi, "p": p})
-    adjusted = holm([float(str(r["p"])) for r in out])
-    for r, adj in zip(out, adjusted, strict=True):
-        r.update(p_holm=adj, significant=adj < ALPHA)
-    return out
+        if not np.isnan(d[0]):
+            tests.append((a, b, float(d[0]), *_normal_test(float(d[0]), d[1:])))
+    adjusted = holm([t[-1] for t in tests])
+    return [
+        {**key, "a": a, "b": b, "diff": diff, "lo": lo, "hi": hi, "p": p, "p_holm": adj, "significant": adj < ALPHA}
+        for (a, b, diff, lo, hi, p), adj in zip(tests, adjusted, strict=True)
+    ]
 
 
 def holm(p: list[float]) -> list[float]:

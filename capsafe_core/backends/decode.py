@@ -4,7 +4,7 @@
 batch of short refusals and one 64-token answer costs 64 full steps. Here a row that emits an
 end token leaves the batch (its KV cache rows are dropped), and the prompt's logits are computed
 for its last position only. Greedy outputs equal ``generate``'s (same positions, same masks, same
-argmax; ``tests/test_backends.py`` checks against an unbatched ``generate`` loop). Models whose
+argmax; ``tests/test_backend_hf.py`` checks against an unbatched ``generate`` loop). Models whose
 generation config asks for logits processors this loop does not implement (a repetition penalty,
 n-gram blocking, bad words, ...) are left to ``generate`` (``supported``).
 """
