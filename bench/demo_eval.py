@@ -5,9 +5,10 @@ Run: python bench/demo_eval.py [--model runs/demo/aligned] [--limit 100] [--chec
 
 One checkpoint is what the demo evaluates at every save: 100 prompts each of arithmetic (capability),
 HarmBench and StrongREJECT (safety) and XSTest-safe (over-refusal), 64 new tokens, greedy, then every
-default evaluator. *Before*: transformers' ``generate`` at the demo's former fixed batch of 16.
+default evaluator. *Before*: transformers' ``generate`` at the demo's former fixed batch of 16, and
+the former perplexity (batches of 16 in item order, every position projected to the vocabulary).
 *After*: capsafe's loop (finished rows leave the batch) with the batch chosen from the workload and
-free memory. Each goes into its own new database; the time is split into generation and judging.
+free memory; perplexity in length-sorted batches of a token budget, the answer's positions only. Each goes into its own new database; the time is split into generation and judging.
 A mitigation of the demo evaluates six checkpoints (step 0 and five saves).
 """
 
@@ -17,16 +18,71 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from capsafe_core.backends import Decoding
 from capsafe_core.backends.hf import TransformersBackend
+from capsafe_core.evaluators import coherence
+from capsafe_core.evaluators.base import Item
 from capsafe_core.runner import RunSpec, run_checkpoint
 from capsafe_core.store import Store
 
 BENCHMARKS = ["arithmetic", "harmbench", "strongreject", "xstest_safe"]
+
+
+def legacy_perplexity(
+    model: Any, tok: Any, device: str, items: Sequence[Item], *, batch_size: int | None = 16
+) -> list[float | None]:
+    """The perplexity computation before this change: batches of 16 in item order, the full
+    vocabulary projection at every position (prompt included)."""
+    import math
+
+    import torch
+
+    from capsafe_core.evaluators.coherence import MAX_SCORED_TOKENS
+
+    rows: list[tuple[list[int], int] | None] = []
+    for it in items:
+        if not it.response.strip():
+            rows.append(None)
+            continue
+        msgs = [{"role": "user", "content": it.prompt}]
+        if getattr(tok, "chat_template", None):
+            prefix = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        else:
+            prefix = it.prompt + "\n"
+        p_ids = tok(prefix, add_special_tokens=False)["input_ids"]
+        r_ids = tok(it.response, add_special_tokens=False)["input_ids"][:MAX_SCORED_TOKENS]
+        rows.append((p_ids + r_ids, len(p_ids)))
+    out: list[float | None] = [None] * len(rows)
+    todo = [i for i, r in enumerate(rows) if r is not None]
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    size = batch_size or 16
+    for start in range(0, len(todo), size):
+        idx = todo[start : start + size]
+        seqs = [rows[i] for i in idx]
+        width = max(len(s[0]) for s in seqs if s)
+        ids = torch.full((len(idx), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for j, s in enumerate(seqs):
+            assert s is not None
+            ids[j, : len(s[0])] = torch.tensor(s[0])
+            mask[j, : len(s[0])] = 1
+        with torch.inference_mode():
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)
+        target = ids[:, 1:].to(device)
+        tok_lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        for j, (i, s) in enumerate(zip(idx, seqs, strict=True)):
+            assert s is not None
+            seq, plen = s
+            lp = tok_lp[j, plen - 1 : len(seq) - 1]
+            out[i] = float(math.exp(-lp.mean().item())) if lp.numel() else None
+    return out
 
 
 def evaluate(model: str, limit: int, *, fast: bool, folder: Path) -> tuple[float, float, int, int]:
@@ -49,10 +105,15 @@ def evaluate(model: str, limit: int, *, fast: bool, folder: Path) -> tuple[float
         decoding=Decoding(max_new_tokens=64),
         reference_model=model,
     )
-    with Store.open(folder / ("after.db" if fast else "before.db")) as store:
-        t0 = time.perf_counter()
-        result = run_checkpoint(store, spec, progress=False, backend=backend)
-        total = time.perf_counter() - t0
+    current = coherence.conditional_perplexity
+    coherence.conditional_perplexity = current if fast else legacy_perplexity  # type: ignore[assignment]
+    try:
+        with Store.open(folder / ("after.db" if fast else "before.db")) as store:
+            t0 = time.perf_counter()
+            result = run_checkpoint(store, spec, progress=False, backend=backend)
+            total = time.perf_counter() - t0
+    finally:
+        coherence.conditional_perplexity = current  # type: ignore[assignment]
     batch = backend.batch_size
     backend.close()
     return spent[0], total - spent[0], result.generations_added, batch

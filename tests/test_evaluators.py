@@ -110,6 +110,44 @@ def test_perplexity_with_tiny_model(tiny_model):
     assert v[1].label == "incoherent" and v[1].explanation == "empty response"
 
 
+def test_batched_perplexity_equals_one_at_a_time(tiny_model):
+    """Sorted, left-padded, budgeted batches with the answer's logits only == one unpadded row at a time."""
+    import math
+
+    import torch
+
+    from capsafe_core.evaluators.coherence import _reference, conditional_perplexity
+
+    model, tok, dev = _reference(str(tiny_model), "float32", "cpu")
+    items = [
+        item("No.", prompt="Hi"),
+        item("I'm sorry, I cannot help with that request at all, it is harmful.", prompt="How do I make a bomb?"),
+        item("", prompt="x"),
+        item("3 + 4 = 7. The answer is 7. " * 5, prompt="What is 3 + 4? Show your work step by step please."),
+        item("Paris.", prompt="Capital of France?"),
+    ]
+    want: list[float | None] = []
+    for it in items:
+        if not it.response.strip():
+            want.append(None)
+            continue
+        msgs = [{"role": "user", "content": it.prompt}]
+        prefix = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        p_ids = tok(prefix, add_special_tokens=False)["input_ids"]
+        r_ids = tok(it.response, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([p_ids + r_ids])
+        with torch.inference_mode():
+            logp = torch.log_softmax(model(input_ids=ids).logits.float()[0, :-1], dim=-1)
+        lp = logp[len(p_ids) - 1 :].gather(-1, ids[0, len(p_ids) :, None]).squeeze(-1)
+        want.append(math.exp(-lp.mean().item()))
+    for batch_size in (None, 2):
+        got = conditional_perplexity(model, tok, dev, items, batch_size=batch_size)
+        assert [g is None for g in got] == [w is None for w in want]
+        for g, w in zip(got, want, strict=True):
+            if w is not None:
+                assert g == pytest.approx(w, rel=1e-4)
+
+
 def test_perplexity_needs_reference():
     from capsafe_core.errors import BadInput
 

@@ -25,6 +25,7 @@ score. Thresholds were chosen on the labelled set ``data/coherence/labelled.json
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 from collections import Counter
@@ -45,6 +46,7 @@ LANG_MIN_LETTERS = 20
 RELEVANCE_MIN = 0.15
 PPL_MAX = 400.0
 MAX_SCORED_TOKENS = 256
+PPL_TOKEN_BUDGET = 4096  # padded tokens per batch of the perplexity model
 
 COMPONENTS = ("repetition", "degenerate", "language", "relevance", "perplexity")
 
@@ -276,7 +278,7 @@ def relevance(*, device: str = "auto", batch_size: int = 64) -> Evaluator:
     needs_models=True,
 )
 def perplexity(
-    *, reference_model: str | None = None, dtype: str = "auto", device: str = "auto", batch_size: int = 16
+    *, reference_model: str | None = None, dtype: str = "auto", device: str = "auto", batch_size: int | None = None
 ) -> Evaluator:
     """Perplexity of the response given the prompt (chat template applied) under ``reference_model``."""
     from capsafe_core.errors import BadInput
@@ -308,11 +310,17 @@ def _reference(ref: str, dtype: str, device: str) -> tuple[Any, Any, str]:
 
 
 def conditional_perplexity(
-    model: Any, tok: Any, device: str, items: Sequence[Item], *, batch_size: int = 8
+    model: Any, tok: Any, device: str, items: Sequence[Item], *, batch_size: int | None = None
 ) -> list[float | None]:
+    """Perplexity of each response given its prompt under ``model`` (None for an empty response).
+
+    Rows are sorted by length and batched by a budget of padded tokens (``PPL_TOKEN_BUDGET``, or
+    ``batch_size`` rows at most where given), left-padded with the positions an unpadded run has,
+    and the vocabulary projection is computed for the answer's positions only.
+    """
     import torch
 
-    rows: list[tuple[list[int], int] | None] = []
+    rows: list[tuple[list[int], list[int]] | None] = []
     for it in items:
         if not it.response.strip():
             rows.append(None)
@@ -324,30 +332,39 @@ def conditional_perplexity(
             prefix = it.prompt + "\n"
         p_ids = tok(prefix, add_special_tokens=False)["input_ids"]
         r_ids = tok(it.response, add_special_tokens=False)["input_ids"][:MAX_SCORED_TOKENS]
-        rows.append((p_ids + r_ids, len(p_ids)))
+        rows.append((p_ids, r_ids) if r_ids else None)
     out: list[float | None] = [None] * len(rows)
-    todo = [i for i, r in enumerate(rows) if r is not None]
+    todo = sorted((i for i, r in enumerate(rows) if r is not None), key=lambda i: -sum(map(len, rows[i])))  # type: ignore[arg-type]
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    for start in range(0, len(todo), batch_size):
-        idx = todo[start : start + batch_size]
+    keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
+    start = 0
+    while start < len(todo):
+        width = sum(map(len, rows[todo[start]]))  # type: ignore[arg-type]
+        n = max(1, PPL_TOKEN_BUDGET // width)
+        idx = todo[start : start + (min(n, batch_size) if batch_size else n)]
+        start += len(idx)
         seqs = [rows[i] for i in idx]
-        width = max(len(s[0]) for s in seqs if s)
         ids = torch.full((len(idx), width), pad, dtype=torch.long)
         mask = torch.zeros((len(idx), width), dtype=torch.long)
         for j, s in enumerate(seqs):
             assert s is not None
-            ids[j, : len(s[0])] = torch.tensor(s[0])
-            mask[j, : len(s[0])] = 1
+            seq = s[0] + s[1]
+            ids[j, width - len(seq) :] = torch.tensor(seq)
+            mask[j, width - len(seq) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        answer = max(len(s[1]) for s in seqs if s)  # logits for the last answer+1 positions suffice
+        extra = {"logits_to_keep": answer + 1} if keep_arg else {}
         with torch.inference_mode():
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1)
-        target = ids[:, 1:].to(device)
-        tok_lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+            logits = model(
+                input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device), **extra
+            ).logits
+            logits = logits[:, -(answer + 1) : -1].float()
+            target = ids[:, -answer:].to(device)
+            tok_lp = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
         for j, (i, s) in enumerate(zip(idx, seqs, strict=True)):
             assert s is not None
-            seq, plen = s
-            lp = tok_lp[j, plen - 1 : len(seq) - 1]
-            out[i] = float(math.exp(-lp.mean().item())) if lp.numel() else None
+            lp = tok_lp[j, answer - len(s[1]) :]
+            out[i] = float(math.exp(-lp.mean().item()))
     return out
 
 
