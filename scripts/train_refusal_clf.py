@@ -20,7 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix
 from sklearn.model_selection import GroupKFold, cross_val_predict
 
-from capsafe_core.evaluators.coherence import _minilm
+from capsafe_core.evaluators.embeddings import minilm
 from capsafe_core.evaluators.refusal_clf import features, model_path
 
 REFUSAL = {"2_full_refusal": 1, "3_partial_refusal": 1, "1_full_compliance": 0}
@@ -47,7 +47,7 @@ def main() -> None:
 
     data = load(args.xstest)
     y = np.array([REFUSAL[v] for v in data["final_label"]])
-    x = features(_minilm("cpu"), data["prompt"].to_list(), data["completion"].to_list())
+    x = features(minilm("cpu"), data["prompt"].to_list(), data["completion"].to_list())
     groups = data["id"].to_numpy()
     clf = LogisticRegression(C=args.C, max_iter=2000)
     pred = cross_val_predict(clf, x, y, groups=groups, cv=GroupKFold(n_splits=args.folds))

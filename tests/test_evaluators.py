@@ -204,3 +204,30 @@ def test_coherence_flag_on_the_labelled_set():
     assert sum(not r["source"].startswith("written") for r in rows) >= len(rows) / 2
     pr = precision_recall(flag(rows, reference_model="smollm2-135m-instruct", device="cpu"))
     assert pr["precision"] >= 0.9 and pr["recall"] >= 0.9, pr
+
+
+def test_embeddings_cached_per_text_equal_fresh_ones():
+    """Each text is embedded once; a cached vector equals the one a fresh encode gives."""
+    import numpy as np
+
+    from capsafe_core.evaluators.embeddings import embed, minilm
+
+    model = minilm("cpu")
+    calls: list[int] = []
+    encode = model.encode
+
+    def counting(texts, **kw):
+        calls.append(len(texts))
+        return encode(texts, **kw)
+
+    model.encode = counting
+    try:
+        texts = ["How do I bake bread?", "", "I'm sorry, I can't help.", "How do I bake bread?"]
+        first = embed(model, texts)
+        again = embed(model, texts[:3])
+    finally:
+        model.encode = encode
+    assert sum(calls) <= 3  # the repeated text and the second call come from the cache
+    assert np.allclose(first[0], first[3]) and np.allclose(first[:3], again)
+    fresh = encode(["How do I bake bread?", " "], normalize_embeddings=True)
+    assert np.allclose(first[[0, 1]], fresh, atol=1e-5)

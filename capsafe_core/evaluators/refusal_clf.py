@@ -19,6 +19,7 @@ import numpy as np
 
 from capsafe_core.benchmarks import data_dir
 from capsafe_core.evaluators.base import SAFETY, Evaluator, Item, Verdict, evaluator
+from capsafe_core.evaluators.embeddings import embed, minilm
 
 
 def model_path() -> Path:
@@ -38,8 +39,8 @@ def load_weights(path: str | None = None) -> dict[str, Any]:
 
 def features(model: Any, prompts: Sequence[str], responses: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
     """[e(response), e(prompt) * e(response)] with normalised MiniLM embeddings."""
-    p = model.encode(list(prompts), batch_size=batch_size, normalize_embeddings=True)
-    r = model.encode([x if x.strip() else " " for x in responses], batch_size=batch_size, normalize_embeddings=True)
+    p = embed(model, prompts, batch_size=batch_size)
+    r = embed(model, responses, batch_size=batch_size)
     return np.hstack([r, p * r]).astype(np.float64)
 
 
@@ -59,10 +60,9 @@ def probabilities(x: np.ndarray, weights: dict[str, Any]) -> np.ndarray:
 )
 def refusal_clf(*, device: str = "auto", batch_size: int = 64, weights_path: str | None = None) -> Evaluator:
     from capsafe_core.backends.models import pick_device
-    from capsafe_core.evaluators.coherence import _minilm
 
     weights = load_weights(weights_path)
-    model = _minilm(pick_device(device))
+    model = minilm(pick_device(device))
     threshold = float(weights.get("threshold", 0.5))
 
     def run(items: Sequence[Item]) -> list[Verdict]:
