@@ -120,6 +120,8 @@ def judge_cmd(
             judge_options=options,
         )
     click.echo(f"judgments: {res.judgments_added} added, {res.judgments_stored} already stored")
+    for name, why in res.skipped.items():
+        click.echo(f"{name}: not run ({why})")
 
 
 @cli.command(name="finetune")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from capsafe_core.errors import BadInput, unknown_name
-from capsafe_core.evaluators import capability, coherence, llm_judges, refusal, refusal_clf
+from capsafe_core.evaluators import capability, coherence, echo, leakage, llm_judges, nonsense, refusal, refusal_clf
 from capsafe_core.evaluators.base import (
     REGISTRY,
     SAFETY,
@@ -25,7 +25,16 @@ from capsafe_core.evaluators.base import (
     evaluator,
 )
 
-MODULES = (capability, refusal, coherence, llm_judges, refusal_clf)  # importing them registers their evaluators
+MODULES = (
+    capability,
+    refusal,
+    leakage,
+    echo,
+    nonsense,
+    coherence,
+    llm_judges,
+    refusal_clf,
+)  # importing them registers their evaluators
 
 
 def registry() -> dict[str, EvaluatorSpec]:

@@ -51,6 +51,7 @@ class EvaluatorOptions:
     judge_base_url: str | None = None
     judge_max_new_tokens: int | None = None
     judge_batch_size: int | None = None
+    answer_formats: tuple[str, ...] | None = None  # task_format: learned per experiment by the judge runner
 
     @classmethod
     def parse(cls, config: Mapping[str, Any]) -> EvaluatorOptions:

@@ -19,7 +19,14 @@ from typing import Any
 from capsafe_core import benchmarks
 from capsafe_core.backends import Backend, Decoding, chat, load_backend
 from capsafe_core.errors import BadInput
-from capsafe_core.runner.judging import evaluator_plan, judge, judge_options, reference_model_of
+from capsafe_core.runner.judging import (
+    evaluator_plan,
+    experiment_context,
+    judge,
+    judge_options,
+    reference_model_of,
+    usable_reference,
+)
 from capsafe_core.runner.progress import progress_bar
 from capsafe_core.store import Store, now, runs
 
@@ -138,9 +145,12 @@ def run_checkpoint(store: Store, spec: RunSpec, *, progress: bool = True, backen
     wanted = [prompt_ids[(b, p.ext_id)] for b, p in prompts]
     scope = runs.generation_ids(store, ck_id, decoding, wanted)
     config = {
-        "reference_model": spec.reference_model or reference_model_of(store, exp_id, spec.model),
+        "reference_model": spec.reference_model
+        or usable_reference(reference_model_of(store, exp_id, ""))
+        or spec.model,
         "device": spec.device,
         "dtype": spec.dtype,
+        **experiment_context(store, exp_id),
         **spec.judge_options,
     }
     judged = judge(store, plan, generation_ids=scope, config=config, progress=progress)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from capsafe_core import benchmarks, evaluators
-from capsafe_core.errors import BadInput
+from capsafe_core.errors import BadInput, CapsafeError
 from capsafe_core.evaluators import EvaluatorSpec, Item, Verdict
 from capsafe_core.runner.progress import progress_bar
 from capsafe_core.store import Store, now, runs
@@ -17,6 +17,30 @@ from capsafe_core.store import Store, now, runs
 def reference_model_of(store: Store, experiment_id: int, fallback: str) -> str:
     """The model perplexity is measured under: the experiment's base (step-0) model, else ``fallback``."""
     return runs.reference_model(store, experiment_id) or fallback
+
+
+NO_REFERENCE = "no reference model: pass --reference-model (smollm2-135m-instruct for a generic one)"
+
+
+def usable_reference(ref: str | None) -> str | None:
+    """``ref`` where it names a model this machine can load (an alias, a folder, a GGUF file, a cached Hub
+    id), else None: an imported experiment's base model (``gpt-4``, an uncached Hub id) is not one."""
+    if not ref:
+        return None
+    try:
+        from capsafe_core.backends.models import resolve_model
+
+        resolve_model(ref)
+    except (CapsafeError, ImportError, OSError):
+        return None
+    return ref
+
+
+def experiment_context(store: Store, experiment_id: int) -> dict[str, Any]:
+    """What evaluators learn from the whole experiment: its task's answer formats (``task_format``)."""
+    from capsafe_core.evaluators.leakage import learn_formats
+
+    return {"answer_formats": tuple(learn_formats(runs.capability_texts(store, experiment_id)))}
 
 
 def judge_options(
@@ -35,6 +59,7 @@ class JudgeResult:
     judgments_added: int = 0
     judgments_stored: int = 0
     per_evaluator: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # evaluator → why it did not run
 
 
 def evaluator_plan(names: Sequence[str] | None, bench_names: Sequence[str]) -> list[EvaluatorSpec]:
@@ -72,13 +97,19 @@ def judge(
     """Add the verdicts each evaluator of ``plan`` is missing on ``generation_ids``."""
     result = JudgeResult()
     config = dict(config or {})
+    changed: dict[str, set[int]] = {}  # evaluator → generations it judged in this call
     for spec in plan:
+        if "reference_model" in spec.options and not config.get("reference_model"):
+            result.skipped[spec.name] = NO_REFERENCE
+            continue
         ev_config = evaluator_config(spec, config)
         check_judge_model(store, spec, ev_config)
         with store.transaction():
             ev_id = store.upsert_evaluator(spec.name, kind=spec.kind, version=spec.version, config=ev_config)
         applicable = runs.judge_inputs(store, generation_ids, spec.applies_to)
         todo = runs.judge_inputs(store, generation_ids, spec.applies_to, missing_for=ev_id)
+        redo = set().union(*(changed.get(r, set()) for r in spec.requires)) - {r.generation_id for r in todo}
+        todo += [r for r in applicable if r.generation_id in redo]  # a component it combines was just added
         result.judgments_stored += len(applicable) - len(todo)
         result.per_evaluator[spec.name] = 0
         if not todo:
@@ -112,6 +143,7 @@ def judge(
                     )
                 result.judgments_added += len(batch)
                 result.per_evaluator[spec.name] += len(batch)
+                changed.setdefault(spec.name, set()).update(r.generation_id for r in batch)
                 bar.update(len(batch))
         finally:
             bar.close()
@@ -162,16 +194,23 @@ def judge_stored(
         return total
     for (exp_id,), part in frame.group_by(["experiment_id"], maintain_order=True):
         fallback = next((m for m in part["model_ref"].to_list() if m), "")
-        ref = reference_model or reference_model_of(store, int(exp_id), fallback)
+        ref = reference_model or usable_reference(reference_model_of(store, int(exp_id), fallback))
         res = judge(
             store,
             plan,
             generation_ids=part["generation_id"].to_list(),
-            config={"reference_model": ref or None, "device": device, "dtype": dtype, **(judge_options or {})},
+            config={
+                "reference_model": ref or None,
+                "device": device,
+                "dtype": dtype,
+                **experiment_context(store, int(exp_id)),
+                **(judge_options or {}),
+            },
             progress=progress,
         )
         total.judgments_added += res.judgments_added
         total.judgments_stored += res.judgments_stored
         for k, v in res.per_evaluator.items():
             total.per_evaluator[k] = total.per_evaluator.get(k, 0) + v
+        total.skipped.update(res.skipped)
     return total

@@ -68,6 +68,18 @@ def reference_model(store: Store, experiment_id: int) -> str | None:
     return str(row[0]) if row and row[0] else None
 
 
+def capability_texts(store: Store, experiment_id: int, *, limit: int = 5000) -> list[str]:
+    """References and responses of the experiment's capability prompts (what its task's answers look like)."""
+    rows = store.conn.execute(
+        """SELECT p.reference, g.response FROM generations g JOIN checkpoints c ON c.id = g.checkpoint_id
+           JOIN prompts p ON p.id = g.prompt_id JOIN benchmarks b ON b.id = p.benchmark_id
+           WHERE c.experiment_id = ? AND b.kind = 'capability' ORDER BY g.id LIMIT ?""",
+        (experiment_id, limit),
+    ).fetchall()
+    refs = list(dict.fromkeys(str(r[0]) for r in rows if r[0]))
+    return refs + [str(r[1]) for r in rows if r[1]]
+
+
 @dataclass(frozen=True)
 class JudgeInput:
     """One stored generation as an evaluator sees it."""
