@@ -243,3 +243,48 @@ def test_step_must_be_integer(store, tmp_path, db_path, filled):
 def test_bad_mapping_options(maps, sets, match):
     with pytest.raises(BadInput, match=match):
         parse_mapping(maps, sets)
+
+
+def test_coherence_on_an_imported_table_without_a_model(tmp_path, tiny_model):
+    """``capsafe judge --evaluators coherence`` on responses imported with no model column: every
+    component but perplexity runs, and the combined flag says perplexity was left out and how to add it;
+    adding perplexity later redoes the combined flag."""
+    from click.testing import CliRunner
+
+    from capsafe_core.cli import cli
+    from capsafe_core.store import Store
+
+    db = tmp_path / "imported.db"
+    src = write_csv(tmp_path / "results.csv", ROWS)
+    runner = CliRunner()
+    res = runner.invoke(cli, ["import", "table", str(src), *table_args(), "--db", str(db)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(cli, ["judge", "--evaluators", "coherence", "--db", str(db), "-q"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "perplexity: not run (no reference model" in res.output
+    with Store.open(db) as store:
+        rows = store.conn.execute(
+            "SELECT g.response, j.label, j.explanation FROM judgments j JOIN evaluators v ON v.id = j.evaluator_id "
+            "JOIN generations g ON g.id = j.generation_id WHERE v.name = 'coherence'"
+        ).fetchall()
+        names = {
+            r[0]
+            for r in store.conn.execute(
+                "SELECT DISTINCT v.name FROM judgments j JOIN evaluators v ON v.id = j.evaluator_id"
+            )
+        }
+    assert len(rows) == 3
+    verdicts = {r[0]: r[1] for r in rows}
+    assert verdicts["1. 1. 1. 1."] == "incoherent" and verdicts["I'm sorry, I can't help."] == "coherent"
+    assert all("perplexity not computed" in r[2] for r in rows)
+    assert {"repetition", "degenerate", "language", "relevance", "task_format", "echo", "nonsense"} <= names
+    assert "perplexity" not in names
+    args = ["judge", "--evaluators", "perplexity,coherence", "--reference-model", str(tiny_model), "--db", str(db)]
+    res = runner.invoke(cli, [*args, "--dtype", "float32", "-q"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    with Store.open(db) as store:
+        redone = store.conn.execute(
+            "SELECT j.explanation FROM judgments j JOIN evaluators v ON v.id = j.evaluator_id"
+            " WHERE v.name = 'coherence'"
+        ).fetchall()
+    assert len(redone) == 3 and not any("perplexity not computed" in r[0] for r in redone)
