@@ -98,3 +98,15 @@ def progress(v: pl.DataFrame, humans: pl.DataFrame, *, reasons: list[str], annot
 
 
 __all__ = ["REASONS", "flagged", "progress", "queue", "save_label", "undo"]
+
+
+def coherence_flags(judgments: pl.DataFrame) -> pl.DataFrame:
+    """``component, why`` of the coherence components that call one generation incoherent (each
+    component's newest version; the detail view's ``evaluator, kind, version, label, ..., explanation``)."""
+    parts = judgments.filter((pl.col("kind") == "coherence") & (pl.col("evaluator") != "coherence"))
+    newest = parts.with_columns(pl.col("version").cast(pl.Int64, strict=False).alias("_v")).filter(
+        pl.col("_v") == pl.col("_v").max().over("evaluator")
+    )
+    return newest.filter(pl.col("label") == "incoherent").select(
+        pl.col("evaluator").alias("component"), pl.col("explanation").alias("why")
+    )

@@ -8,6 +8,7 @@ import polars as pl
 import streamlit as st
 
 from capsafe_core import inert
+from capsafe_core.labels import coherence_flags
 from capsafe_core.store.reads import SampleFilter
 from pages import common
 
@@ -146,6 +147,12 @@ assert isinstance(j, pl.DataFrame)
 st.markdown("**Verdicts**")
 st.dataframe(j.filter(pl.col("kind") != "coherence"), hide_index=True)
 st.markdown("**Coherence** (combined flag and its components)")
+flags = coherence_flags(j)
+if flags.height:
+    st.markdown(f"Flagged incoherent by **{inert.md_list(flags['component'].to_list())}**:")
+    st.dataframe(flags, hide_index=True, column_config={"why": st.column_config.TextColumn(width="large")})
+elif j.filter(pl.col("kind") == "coherence").height:
+    st.caption("no coherence component flags this response")
 st.dataframe(j.filter(pl.col("kind") == "coherence"), hide_index=True)
 hl = d["human_labels"]
 assert isinstance(hl, pl.DataFrame)

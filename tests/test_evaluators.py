@@ -307,3 +307,22 @@ def test_embeddings_cached_per_text_equal_fresh_ones():
     assert np.allclose(first[0], first[3]) and np.allclose(first[:3], again)
     fresh = encode(["How do I bake bread?", " "], normalize_embeddings=True)
     assert np.allclose(first[[0, 1]], fresh, atol=1e-5)
+
+
+def test_samples_detail_names_the_components_that_flag():
+    """The Samples page's line 'flagged incoherent by': the newest version of each component that flags."""
+    import polars as pl
+
+    from capsafe_core.labels import coherence_flags
+
+    j = pl.DataFrame(
+        {
+            "evaluator": ["coherence", "nonsense", "repetition", "repetition", "echo", "keyword_refusal"],
+            "kind": ["coherence"] * 5 + ["refusal"],
+            "version": ["3", "1", "2", "3", "1", "1"],
+            "label": ["incoherent", "incoherent", "incoherent", "coherent", "coherent", "refusal"],
+            "score": [0.1, 0.1, 0.2, 1.0, 1.0, None],
+            "explanation": ["x", "word salad: 60% known words", "top 5-gram x5", "rep-4 0.1", "fine", "I'm sorry"],
+        }
+    )
+    assert coherence_flags(j).to_dicts() == [{"component": "nonsense", "why": "word salad: 60% known words"}]
