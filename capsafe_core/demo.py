@@ -260,7 +260,8 @@ def evaluate_raw(store: Store, cfg: DemoConfig, aligned_dir: Path) -> None:
 
 
 def finish(store: Store, cfg: DemoConfig, log: DemoLog, t0: float, aligned_dir: Path, *, key: str = "demo") -> int:
-    """Fill any judging gap, drop old evaluator versions, record how it was built (under ``key``:
+    """Fill any judging gap, drop old evaluator versions but the one before the current, record how it
+    was built (under ``key``:
     ``demo`` for a whole build, ``demo_seeds`` for runs added to one); returns seconds."""
     from capsafe_core.evaluators import REGISTRY
     from capsafe_core.runner import judge_stored
@@ -277,7 +278,7 @@ def finish(store: Store, cfg: DemoConfig, log: DemoLog, t0: float, aligned_dir: 
     }
     judge_stored(store, None, reference_model=str(aligned_dir), progress=cfg.progress)
     with store.transaction():
-        store.prune_evaluators({name: spec.version for name, spec in REGISTRY.items()})
+        store.prune_evaluators({name: spec.version for name, spec in REGISTRY.items()}, keep_previous=True)
         store.upsert_experiment(cfg.experiment, meta={key: meta})
         store.upsert_experiment(RAW_EXPERIMENT, meta={key: meta, "note": "the raw SmolLM2 before refusal training"})
     store.compact()

@@ -149,3 +149,16 @@ def test_reading_an_older_schema_migrates_it_first(db_path, monkeypatch):
     with Store.open(db_path, read_only=True) as s:
         assert s.conn.execute("PRAGMA user_version").fetchone()[0] == now + 1
         assert "extra" in s.db.table_names()
+
+
+def test_prune_evaluators_keeps_the_previous_version_when_asked(store):
+    with store.transaction():
+        ids = [store.upsert_evaluator("coherence", kind="coherence", version=v) for v in ("1", "2", "3")]
+        other = store.upsert_evaluator("keyword_refusal", kind="refusal", version="1")
+    with store.transaction():
+        store.prune_evaluators({"coherence": "3", "keyword_refusal": "1"}, keep_previous=True)
+    left = {r[0] for r in store.conn.execute("SELECT id FROM evaluators")}
+    assert left == {ids[1], ids[2], other}
+    with store.transaction():
+        store.prune_evaluators({"coherence": "3", "keyword_refusal": "1"})
+    assert {r[0] for r in store.conn.execute("SELECT id FROM evaluators")} == {ids[2], other}

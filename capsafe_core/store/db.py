@@ -299,14 +299,16 @@ class Store:
         )
         return dst
 
-    def prune_evaluators(self, current: dict[str, str]) -> int:
+    def prune_evaluators(self, current: dict[str, str], *, keep_previous: bool = False) -> int:
         """Delete judgments of evaluators whose name is in ``current`` but whose version is not the
-        current one (after a metric changed and was re-run). Returns the judgments deleted."""
-        stale = [
-            (i,)
-            for i, name, version in self.conn.execute("SELECT id, name, version FROM evaluators")
-            if name in current and version != current[name]
-        ]
+        current one (after a metric changed and was re-run); with ``keep_previous``, the newest of those
+        older versions stays (to compare a changed metric with what it replaced). Returns the judgments
+        deleted."""
+        older: dict[str, list[int]] = {}
+        for i, name, version in self.conn.execute("SELECT id, name, version FROM evaluators ORDER BY id"):
+            if name in current and version != current[name]:
+                older.setdefault(name, []).append(int(i))
+        stale = [(i,) for ids in older.values() for i in (ids[:-1] if keep_previous else ids)]
         before = self.conn.execute("SELECT count(*) FROM judgments").fetchone()[0]
         self.conn.executemany("DELETE FROM judgments WHERE evaluator_id = ?", stale)
         self.conn.executemany("DELETE FROM evaluators WHERE id = ?", stale)
