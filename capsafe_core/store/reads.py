@@ -84,11 +84,12 @@ def evaluators(store: Store) -> pl.DataFrame:
     )
 
 
-def verdicts(store: Store, experiment: str) -> pl.DataFrame:
+def verdicts(store: Store, experiment: str, *, pinned: Mapping[str, str] | None = None) -> pl.DataFrame:
     """One row per judgment of the experiment: generation_id, checkpoint_id, mitigation, seed, step, prompt_id,
     benchmark, bench_kind, category, evaluator, ev_kind, label, score.
 
-    Where an evaluator has several versions, the newest (highest id) is used.
+    Where an evaluator has several versions, the newest (highest id) is used, or the one ``pinned``
+    names (evaluator → version, e.g. to compare a changed metric with the version it replaced).
     """
     exp_id = int(store.experiment_id(experiment))
     raw = _bulk_frame(
@@ -101,6 +102,10 @@ def verdicts(store: Store, experiment: str) -> pl.DataFrame:
     )
     ev = evaluators(store)
     latest = ev.group_by("evaluator").agg(pl.col("evaluator_id").max())
+    for name, version in (pinned or {}).items():
+        chosen = ev.filter((pl.col("evaluator") == name) & (pl.col("version") == version))
+        if chosen.height:
+            latest = latest.filter(pl.col("evaluator") != name).vstack(chosen.select("evaluator", "evaluator_id"))
     ev = ev.join(latest, on=["evaluator", "evaluator_id"], how="semi")
     out = (
         raw.join(ev.select("evaluator_id", "evaluator", "ev_kind"), on="evaluator_id", how="inner")
