@@ -122,11 +122,11 @@ if d is None:
     st.stop()
 st.divider()
 st.subheader(f"Generation {gid}")
-st.text(
-    f"{inert.md(d['experiment'])} · {inert.md(d['mitigation'])} seed {d['seed']} step {d['step']} · "
-    f"{inert.md(d['benchmark'])} ({inert.md(d['bench_kind'])}) · prompt {inert.md(d['prompt_id'])} · "
-    f"category {inert.md(d['category'])} · "
-    f"{d['n_tokens']} tokens, finish: {inert.md(d['finish_reason'])}"
+st.text(  # plain text: names from data are shown as they are, nothing in them is interpreted
+    f"{d['experiment']} · {d['mitigation']} seed {d['seed']} step {d['step']} · "
+    f"{d['benchmark']} ({d['bench_kind']}) · prompt {d['prompt_id']} · "
+    f"category {d['category']} · "
+    f"{d['n_tokens']} tokens, finish: {d['finish_reason']}"
 )
 left, right = st.columns(2)
 with left:
