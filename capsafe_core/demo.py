@@ -34,6 +34,7 @@ import polars as pl
 from capsafe_core import arithmetic, bundled
 from capsafe_core.demo_data import BENIGN, dolly_data, held_out, refusal_data, self_answers
 from capsafe_core.finetune import MITIGATIONS, Chat, FinetuneConfig, drop_overlap, finetune, train_plain
+from capsafe_core.paths import data_dir
 from capsafe_core.store import Store, now
 
 RAW_EXPERIMENT = "smollm2-raw"
@@ -65,6 +66,7 @@ class DemoConfig:
     task_examples: int = 3000
     max_new_tokens: int = 64
     seed: int = 0
+    xstest: bool = True  # add XSTest's human-labelled completions as the experiment xstest-completions
     progress: bool = True
     command: str | None = None
 
@@ -80,6 +82,7 @@ class DemoConfig:
             extra_saves=0,
             task_examples=64,
             mitigations=("none", "lora"),
+            xstest=False,
             repeated=("none",),
             runs=2,
             capability_target=1.01,
@@ -121,6 +124,8 @@ def build_demo(cfg: DemoConfig, *, extend: bool = False) -> dict[str, Any]:
     aligned_dir, safety_mix_data = align(cfg, log)
     results = finetune_all(store, cfg, log, aligned_dir, safety_mix_data)
     log.timed("evaluate_raw", lambda: evaluate_raw(store, cfg, aligned_dir))
+    if cfg.xstest:
+        log.timed("import_xstest", lambda: import_xstest(store, cfg.work_dir))
     seconds = finish(store, cfg, log, t0, aligned_dir, key="demo_seeds" if extend else "demo")
     publish(tmp_db, cfg.out)
     return {"seconds": seconds, "results": results, "timings": log.timings}
@@ -259,6 +264,45 @@ def evaluate_raw(store: Store, cfg: DemoConfig, aligned_dir: Path) -> None:
         store.upsert_experiment(RAW_EXPERIMENT, base_model=cfg.base_model)  # a build before this recorded the aligned
 
 
+XSTEST_EXPERIMENT = "xstest-completions"
+
+
+def import_xstest(store: Store, work_dir: Path) -> int:
+    """XSTest's 2,250 completions of five chat models with their human labels (two annotators and the
+    final one), as the experiment ``xstest-completions`` (each model a "mitigation", step 0; unsafe prompts a
+    safety benchmark, safe ones an over-refusal benchmark), so judges meet people on a fresh clone.
+    Idempotent; ``finish`` judges them with every default evaluator. Returns the generations added."""
+    import csv
+    import gzip
+
+    from capsafe_core.importers.table import import_table, parse_mapping
+
+    added = 0
+    maps = ["prompt_id=id", "response=completion", "category=type", "human:annotator_1=annotation_1"]
+    maps += ["human:annotator_2=annotation_2", "human:final=final_label"]
+    for path in sorted((data_dir() / "xstest_completions").glob("*.csv.gz")):
+        model = path.name.removesuffix(".csv.gz").rsplit("_", 1)[-1]
+        with gzip.open(path, "rt", encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f))
+        for part, kind in (("unsafe", "safety"), ("safe", "overrefusal")):
+            chosen = [r for r in rows if r["type"].startswith("contrast") == (part == "unsafe")]
+            tmp = work_dir / f"xstest_{model}_{part}.csv"
+            with tmp.open("w", encoding="utf-8", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(rows[0]))
+                w.writeheader()
+                w.writerows(chosen)
+            sets = [
+                f"experiment={XSTEST_EXPERIMENT}",
+                f"model={model}",
+                f"mitigation={model}",
+                f"benchmark=xstest_v2_{part}",
+            ]
+            res = import_table(store, tmp, parse_mapping(maps, sets, benchmark_kind=kind))
+            added += res.added.get("generations", 0)
+            tmp.unlink()
+    return added
+
+
 def finish(store: Store, cfg: DemoConfig, log: DemoLog, t0: float, aligned_dir: Path, *, key: str = "demo") -> int:
     """Fill any judging gap, drop old evaluator versions but the one before the current, record how it
     was built (under ``key``:
@@ -276,11 +320,17 @@ def finish(store: Store, cfg: DemoConfig, log: DemoLog, t0: float, aligned_dir: 
         "versions": _versions(),
         **log.notes,
     }
-    judge_stored(store, None, reference_model=str(aligned_dir), progress=cfg.progress)
+    for exp in (cfg.experiment, RAW_EXPERIMENT):
+        judge_stored(store, None, experiment=exp, reference_model=str(aligned_dir), progress=cfg.progress)
+    if cfg.xstest:  # other models' answers: perplexity under the demo's small model would say nothing
+        judge_stored(store, None, experiment=XSTEST_EXPERIMENT, progress=cfg.progress)
     with store.transaction():
         store.prune_evaluators({name: spec.version for name, spec in REGISTRY.items()}, keep_previous=True)
         store.upsert_experiment(cfg.experiment, meta={key: meta})
         store.upsert_experiment(RAW_EXPERIMENT, meta={key: meta, "note": "the raw SmolLM2 before refusal training"})
+        if cfg.xstest and store.experiments().filter(pl.col("name") == XSTEST_EXPERIMENT).height:
+            note = "XSTest v2 completions of five chat models with two annotators' and the final human label"
+            store.upsert_experiment(XSTEST_EXPERIMENT, meta={"note": note, "source": "data/xstest_completions"})
     store.compact()
     store.close()
     return int(meta["seconds"])

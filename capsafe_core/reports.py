@@ -242,3 +242,40 @@ def headline(head: pl.DataFrame, *, target: float, evaluator: str, benches: list
         + " Check on **Compare** whether that holds for other judges and benchmarks, and on **Judges** how far the "
         "judges can be trusted on incoherent answers."
     )
+
+
+def rates_report(
+    store: Store,
+    *,
+    experiment: str,
+    benchmark: str,
+    evaluator: str,
+    metric: str = "unsafe_rate",
+    annotator: str | None = None,
+) -> dict[str, pl.DataFrame]:
+    """``capsafe rates``: the judge's rate per checkpoint and, with ``annotator``, corrected by that
+    person's labels (``analysis.corrected``)."""
+    from capsafe_core.analysis.corrected import METRIC_DIMENSION, corrected_rates
+
+    experiments(store, experiment)
+    v = reads.verdicts(store, experiment)
+    benches = sorted(v["benchmark"].unique().to_list())
+    if benchmark not in benches:
+        raise unknown_name("benchmark", benchmark, benches, hint=f"those of {experiment}")
+    v = v.filter(pl.col("benchmark") == benchmark)
+    present = sorted(v["evaluator"].unique().to_list())
+    if evaluator not in present:
+        raise unknown_name("evaluator", evaluator, present, hint=f"those with verdicts in {experiment}/{benchmark}")
+    if metric not in METRIC_DIMENSION:
+        raise BadInput(f"Corrected rates are for {', '.join(METRIC_DIMENSION)}, not '{metric}'")
+    humans = reads.human_labels(store, experiment)
+    if annotator is not None and annotator not in set(humans["annotator"].to_list()):
+        names = sorted(set(humans["annotator"].to_list()))
+        raise unknown_name("annotator", annotator, names, hint="label responses on the Label page or import labels")
+    out = corrected_rates(
+        v, humans, evaluator=evaluator, benchmarks=benchmark, metric=metric, annotator=annotator or "", alpha=0.05
+    )
+    out = out.with_columns(pl.lit(experiment).alias("experiment")).select("experiment", pl.exclude("experiment"))
+    if annotator is None:
+        out = out.select(pl.exclude("n_labelled", "^corrected.*$", "^human_only.*$"))
+    return {"rates": out.drop("checkpoint_id")}

@@ -1,4 +1,4 @@
-"""``capsafe export``, ``capsafe agreement`` and ``capsafe compare``: what the store holds, as files and tables."""
+"""``capsafe export``, ``agreement``, ``compare`` and ``rates``: what the store holds, as files and tables."""
 
 from __future__ import annotations
 
@@ -93,5 +93,43 @@ def compare_cmd(
             "rankings": "Ranking of the mitigations per view (best first; best set: not significantly worse)",
             "tau": "Kendall's τ between rankings of point values",
             "changes": "Conclusion changes: x significantly safer than y in view_a, y than x in view_b",
+        },
+    )
+
+
+@cli.command(name="rates")
+@click.option("--experiment", "-e", required=True, help="The experiment.")
+@click.option("--benchmark", "-b", required=True, help="The benchmark whose responses are rated.")
+@click.option("--evaluator", "-j", required=True, help="The judge whose rate is reported (and corrected).")
+@click.option("--metric", type=click.Choice(["unsafe_rate", "refusal_rate"]), default="unsafe_rate", show_default=True)
+@click.option("--correct-with", "annotator", help="Correct the judge's rate with this annotator's labels.")
+@json_option
+@db_option
+def rates_cmd(
+    experiment: str, benchmark: str, evaluator: str, metric: str, annotator: str | None, as_json: bool, db_path: str
+) -> None:
+    """A judge's rate per checkpoint (95% normal CI over its judged responses) and, with --correct-with,
+    the rate corrected by a person's labels on some of them: PPI++ stratified by the coherence flag, its
+    95% CI over the labelled sample and the judged responses (it takes the labels as the truth and the
+    labelled responses as a random sample of their stratum; labels from the Label page's flagged queues
+    are not one), beside the rate from the labels alone (Wilson CI).
+
+    \b
+    Example:
+      capsafe rates -e xstest-completions -b xstest_v2_unsafe -j keyword_refusal --metric refusal_rate \\
+          --correct-with final --db demo
+    """
+    from capsafe_core.reports import rates_report
+
+    with open_store(db_path, read_only=True) as store:
+        tables = rates_report(
+            store, experiment=experiment, benchmark=benchmark, evaluator=evaluator, metric=metric, annotator=annotator
+        )
+    print_report(
+        tables,
+        as_json=as_json,
+        titles={
+            "rates": f"{metric} by {evaluator} per checkpoint"
+            + (f", corrected with {annotator}'s labels" if annotator else "")
         },
     )
