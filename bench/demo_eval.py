@@ -8,8 +8,9 @@ HarmBench and StrongREJECT (safety) and XSTest-safe (over-refusal), 64 new token
 default evaluator. *Before*: transformers' ``generate`` at the demo's former fixed batch of 16, and
 the former perplexity (batches of 16 in item order, every position projected to the vocabulary).
 *After*: capsafe's loop (finished rows leave the batch) with the batch chosen from the workload and
-free memory; perplexity in length-sorted batches of a token budget, the answer's positions only. Each goes into its own new database; the time is split into generation and judging.
-A mitigation of the demo evaluates six checkpoints (step 0 and five saves).
+free memory; perplexity in length-sorted batches of a token budget, the answer's positions only; each
+text embedded once by MiniLM. Each goes into its own new database; the time is split into generation
+and judging. A mitigation of the demo evaluates six checkpoints (step 0 and five saves).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from capsafe_core.backends import Decoding
 from capsafe_core.backends.hf import TransformersBackend
-from capsafe_core.evaluators import coherence
+from capsafe_core.evaluators import perplexity
 from capsafe_core.evaluators.base import Item
 from capsafe_core.runner import RunSpec, run_checkpoint
 from capsafe_core.store import Store
@@ -105,15 +106,15 @@ def evaluate(model: str, limit: int, *, fast: bool, folder: Path) -> tuple[float
         decoding=Decoding(max_new_tokens=64),
         reference_model=model,
     )
-    current = coherence.conditional_perplexity
-    coherence.conditional_perplexity = current if fast else legacy_perplexity  # type: ignore[assignment]
+    current = perplexity.conditional_perplexity
+    perplexity.conditional_perplexity = current if fast else legacy_perplexity  # type: ignore[assignment]
     try:
         with Store.open(folder / ("after.db" if fast else "before.db")) as store:
             t0 = time.perf_counter()
             result = run_checkpoint(store, spec, progress=False, backend=backend)
             total = time.perf_counter() - t0
     finally:
-        coherence.conditional_perplexity = current  # type: ignore[assignment]
+        perplexity.conditional_perplexity = current  # type: ignore[assignment]
     batch = backend.batch_size
     backend.close()
     return spent[0], total - spent[0], result.generations_added, batch

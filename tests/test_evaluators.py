@@ -116,7 +116,7 @@ def test_batched_perplexity_equals_one_at_a_time(tiny_model):
 
     import torch
 
-    from capsafe_core.evaluators.coherence import _reference, conditional_perplexity
+    from capsafe_core.evaluators.perplexity import _reference, conditional_perplexity
 
     model, tok, dev = _reference(str(tiny_model), "float32", "cpu")
     items = [

@@ -13,7 +13,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from capsafe_core.errors import BadInput, unknown_name
-from capsafe_core.evaluators import capability, coherence, echo, leakage, llm_judges, nonsense, refusal, refusal_clf
+from capsafe_core.evaluators import (
+    capability,
+    coherence,
+    echo,
+    leakage,
+    llm_judges,
+    nonsense,
+    perplexity,
+    refusal,
+    refusal_clf,
+)
 from capsafe_core.evaluators.base import (
     REGISTRY,
     SAFETY,
@@ -31,6 +41,7 @@ MODULES = (
     leakage,
     echo,
     nonsense,
+    perplexity,
     coherence,
     llm_judges,
     refusal_clf,

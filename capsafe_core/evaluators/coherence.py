@@ -25,8 +25,6 @@ score. Thresholds were chosen on the labelled set ``data/coherence/labelled.json
 
 from __future__ import annotations
 
-import inspect
-import math
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -293,105 +291,6 @@ def relevance(*, device: str = "auto", batch_size: int = 64) -> Evaluator:
         return out
 
     return run
-
-
-@evaluator(
-    name="perplexity",
-    kind="coherence",
-    version="1",
-    description="perplexity of the response given the prompt under the reference (step-0) model",
-    options=("reference_model", "dtype", "device", "batch_size"),
-    needs_models=True,
-)
-def perplexity(
-    *, reference_model: str | None = None, dtype: str = "auto", device: str = "auto", batch_size: int | None = None
-) -> Evaluator:
-    """Perplexity of the response given the prompt (chat template applied) under ``reference_model``."""
-    from capsafe_core.errors import BadInput
-
-    if not reference_model:
-        raise BadInput("The perplexity metric needs a reference model; pass --reference-model PATH_OR_ALIAS")
-    model, tok, dev = _reference(reference_model, dtype, device)
-
-    def run(items: Sequence[Item]) -> list[Verdict]:
-        ppls = conditional_perplexity(model, tok, dev, items, batch_size=batch_size)
-        out = []
-        for ppl in ppls:
-            if ppl is None:
-                out.append(_ok(False, 0.0, "empty response"))
-            else:
-                score = PPL_MAX / (PPL_MAX + ppl)  # 0.5 at the threshold
-                why = f"perplexity {ppl:.1f} (max {PPL_MAX:g}) under {reference_model}"
-                out.append(_ok(ppl <= PPL_MAX, score, why))
-        return out
-
-    return run
-
-
-@cache
-def _reference(ref: str, dtype: str, device: str) -> tuple[Any, Any, str]:
-    from capsafe_core.backends.models import load_model, resolve_model
-
-    return load_model(resolve_model(ref), dtype=dtype, device=device)
-
-
-def conditional_perplexity(
-    model: Any, tok: Any, device: str, items: Sequence[Item], *, batch_size: int | None = None
-) -> list[float | None]:
-    """Perplexity of each response given its prompt under ``model`` (None for an empty response).
-
-    Rows are sorted by length and batched by a budget of padded tokens (``PPL_TOKEN_BUDGET``, or
-    ``batch_size`` rows at most where given), left-padded with the positions an unpadded run has,
-    and the vocabulary projection is computed for the answer's positions only.
-    """
-    import torch
-
-    rows: list[tuple[list[int], list[int]] | None] = []
-    for it in items:
-        if not it.response.strip():
-            rows.append(None)
-            continue
-        msgs = [{"role": "user", "content": it.prompt}]
-        if getattr(tok, "chat_template", None):
-            prefix = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        else:
-            prefix = it.prompt + "\n"
-        p_ids = tok(prefix, add_special_tokens=False)["input_ids"]
-        r_ids = tok(it.response, add_special_tokens=False)["input_ids"][:MAX_SCORED_TOKENS]
-        rows.append((p_ids, r_ids) if r_ids else None)
-    out: list[float | None] = [None] * len(rows)
-    todo = sorted((i for i, r in enumerate(rows) if r is not None), key=lambda i: -sum(map(len, rows[i])))  # type: ignore[arg-type]
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
-    start = 0
-    while start < len(todo):
-        width = sum(map(len, rows[todo[start]]))  # type: ignore[arg-type]
-        n = max(1, PPL_TOKEN_BUDGET // width)
-        idx = todo[start : start + (min(n, batch_size) if batch_size else n)]
-        start += len(idx)
-        seqs = [rows[i] for i in idx]
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for j, s in enumerate(seqs):
-            assert s is not None
-            seq = s[0] + s[1]
-            ids[j, width - len(seq) :] = torch.tensor(seq)
-            mask[j, width - len(seq) :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        answer = max(len(s[1]) for s in seqs if s)  # logits for the last answer+1 positions suffice
-        extra = {"logits_to_keep": answer + 1} if keep_arg else {}
-        with torch.inference_mode():
-            logits = model(
-                input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device), **extra
-            ).logits
-            logits = logits[:, -(answer + 1) : -1].float()
-            target = ids[:, -answer:].to(device)
-            tok_lp = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-        for j, (i, s) in enumerate(zip(idx, seqs, strict=True)):
-            assert s is not None
-            lp = tok_lp[j, answer - len(s[1]) :]
-            out[i] = float(math.exp(-lp.mean().item()))
-    return out
 
 
 @evaluator(
