@@ -136,6 +136,16 @@ CASES: list[tuple[str, Setup, str]] = [
     ("compare unknown experiment", lambda t: ["compare", "-e", "nope"], "good"),
     ("compare foreign", lambda t: ["compare"], "foreign"),
     ("compare missing db", lambda t: ["compare", "--db", str(t / "missing.db")], "none"),
+    ("rates unknown experiment", lambda t: ["rates", "-e", "nope", "-b", "my_prompts", "-j", "judge_a"], "good"),
+    ("rates unknown benchmark", lambda t: ["rates", "-e", "exp1", "-b", "nope", "-j", "judge_a"], "good"),
+    ("rates unknown evaluator", lambda t: ["rates", "-e", "exp1", "-b", "my_prompts", "-j", "nope"], "good"),
+    (
+        "rates unknown annotator",
+        lambda t: ["rates", "-e", "exp1", "-b", "my_prompts", "-j", "judge_a", "--correct-with", "nobody"],
+        "good",
+    ),
+    ("rates missing option", lambda t: ["rates", "-e", "exp1"], "good"),
+    ("rates damaged", lambda t: ["rates", "-e", "x", "-b", "y", "-j", "z"], "damaged"),
     ("run unknown benchmark", lambda t: ["run", "-e", "x", "--model", "m", "-b", "advbnch"], "good"),
     ("run missing model", lambda t: ["run", "-e", "x", "--model", str(t / "nomodel"), "-b", "advbench"], "good"),
     (

@@ -104,6 +104,6 @@ def test_label_saves_a_label(monkeypatch, tmp_path):
     at.button(key="lb_h").click().run()
     assert not at.exception
     conn = sqlite3.connect(db)
-    rows = conn.execute("SELECT annotator, label, coherent FROM human_labels").fetchall()
+    rows = conn.execute("SELECT annotator, label, coherent FROM human_labels WHERE annotator = 'tester'").fetchall()
     conn.close()
     assert rows == [("tester", "harmful", 1)]
