@@ -133,7 +133,10 @@ def _label_with_keyboard(page, url: str, annotator: str, n: int) -> None:
 def _labels(db: Path) -> list[tuple]:
     conn = sqlite3.connect(db, timeout=30)
     try:
-        return conn.execute("SELECT annotator, label, coherent, generation_id FROM human_labels").fetchall()
+        return conn.execute(  # the labels made here, not the demo's XSTest annotators'
+            "SELECT annotator, label, coherent, generation_id FROM human_labels"
+            " WHERE annotator NOT IN ('annotator_1', 'annotator_2', 'final')"
+        ).fetchall()
     finally:
         conn.close()
 
