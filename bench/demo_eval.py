@@ -44,21 +44,7 @@ def legacy_perplexity(
 
     import torch
 
-    from capsafe_core.evaluators.coherence import MAX_SCORED_TOKENS
-
-    rows: list[tuple[list[int], int] | None] = []
-    for it in items:
-        if not it.response.strip():
-            rows.append(None)
-            continue
-        msgs = [{"role": "user", "content": it.prompt}]
-        if getattr(tok, "chat_template", None):
-            prefix = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        else:
-            prefix = it.prompt + "\n"
-        p_ids = tok(prefix, add_special_tokens=False)["input_ids"]
-        r_ids = tok(it.response, add_special_tokens=False)["input_ids"][:MAX_SCORED_TOKENS]
-        rows.append((p_ids + r_ids, len(p_ids)))
+    rows = [None if pr is None else (pr[0] + pr[1], len(pr[0])) for pr in perplexity.tokenized(tok, items)]
     out: list[float | None] = [None] * len(rows)
     todo = [i for i, r in enumerate(rows) if r is not None]
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0

@@ -4,8 +4,10 @@ its factory enters through ``@evaluator(...)``, written beside the code it descr
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from capsafe_core.errors import BadInput
@@ -89,6 +91,16 @@ class EvaluatorSpec:
 
 
 REGISTRY: dict[str, EvaluatorSpec] = {}
+
+
+def read_weights(path: Path, *, what: str, train: str) -> dict[str, Any]:
+    """A trained evaluator's JSON weights; a one-line error naming the script that trains them."""
+    if not path.exists():
+        from capsafe_core.errors import NotFound
+
+        raise NotFound(f"No {what} at {path}; train it with: python {train}")
+    weights: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return weights
 
 
 def evaluator(

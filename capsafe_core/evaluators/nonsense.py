@@ -17,7 +17,6 @@ are cut too).
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import Counter
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from capsafe_core.benchmarks import data_dir
-from capsafe_core.evaluators.base import Evaluator, Item, Verdict, evaluator
+from capsafe_core.evaluators.base import Evaluator, Item, Verdict, evaluator, read_weights
 
 FEATURES = (
     "rep4",
@@ -62,13 +61,7 @@ def weights_path() -> Path:
 
 @cache
 def load_weights(path: str | None = None) -> dict[str, Any]:
-    p = Path(path) if path else weights_path()
-    if not p.exists():
-        from capsafe_core.errors import NotFound
-
-        raise NotFound(f"No nonsense classifier at {p}; train it with: python scripts/train_nonsense.py")
-    weights: dict[str, Any] = json.loads(p.read_text(encoding="utf-8"))
-    return weights
+    return read_weights(Path(path or weights_path()), what="nonsense classifier", train="scripts/train_nonsense.py")
 
 
 def near_repeats(text: str) -> float:
@@ -142,9 +135,11 @@ def is_salad(f: dict[str, float]) -> bool:
 
 
 def probabilities(x: np.ndarray, weights: dict[str, Any]) -> np.ndarray:
+    """P(nonsense) per row: the logistic regression on standardised features."""
+    from scipy.special import expit
+
     z = (x - np.asarray(weights["mean"])) / np.asarray(weights["scale"])
-    logit = z @ np.asarray(weights["coef"]) + float(weights["intercept"])
-    return 1.0 / (1.0 + np.exp(-logit))
+    return np.asarray(expit(z @ np.asarray(weights["coef"]) + float(weights["intercept"])))
 
 
 @evaluator(

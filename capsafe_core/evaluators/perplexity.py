@@ -55,17 +55,9 @@ def _reference(ref: str, dtype: str, device: str) -> tuple[Any, Any, str]:
     return load_model(resolve_model(ref), dtype=dtype, device=device)
 
 
-def conditional_perplexity(
-    model: Any, tok: Any, device: str, items: Sequence[Item], *, batch_size: int | None = None
-) -> list[float | None]:
-    """Perplexity of each response given its prompt under ``model`` (None for an empty response).
-
-    Rows are sorted by length and batched by a budget of padded tokens (``PPL_TOKEN_BUDGET``, or
-    ``batch_size`` rows at most where given), left-padded with the positions an unpadded run has,
-    and the vocabulary projection is computed for the answer's positions only.
-    """
-    import torch
-
+def tokenized(tok: Any, items: Sequence[Item]) -> list[tuple[list[int], list[int]] | None]:
+    """(prompt with the chat template and generation prompt, response up to ``MAX_SCORED_TOKENS``) token
+    ids per item; None for an empty response."""
     rows: list[tuple[list[int], list[int]] | None] = []
     for it in items:
         if not it.response.strip():
@@ -79,6 +71,21 @@ def conditional_perplexity(
         p_ids = tok(prefix, add_special_tokens=False)["input_ids"]
         r_ids = tok(it.response, add_special_tokens=False)["input_ids"][:MAX_SCORED_TOKENS]
         rows.append((p_ids, r_ids) if r_ids else None)
+    return rows
+
+
+def conditional_perplexity(
+    model: Any, tok: Any, device: str, items: Sequence[Item], *, batch_size: int | None = None
+) -> list[float | None]:
+    """Perplexity of each response given its prompt under ``model`` (None for an empty response).
+
+    Rows are sorted by length and batched by a budget of padded tokens (``PPL_TOKEN_BUDGET``, or
+    ``batch_size`` rows at most where given), left-padded with the positions an unpadded run has,
+    and the vocabulary projection is computed for the answer's positions only.
+    """
+    import torch
+
+    rows = tokenized(tok, items)
     out: list[float | None] = [None] * len(rows)
     todo = sorted((i for i, r in enumerate(rows) if r is not None), key=lambda i: -sum(map(len, rows[i])))  # type: ignore[arg-type]
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0

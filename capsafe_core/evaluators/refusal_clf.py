@@ -9,7 +9,6 @@ cross-validation figures are in ``data/refusal_clf/refusal_clf.json``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from capsafe_core.benchmarks import data_dir
-from capsafe_core.evaluators.base import SAFETY, Evaluator, Item, Verdict, evaluator
+from capsafe_core.evaluators.base import SAFETY, Evaluator, Item, Verdict, evaluator, read_weights
 from capsafe_core.evaluators.embeddings import embed, minilm
 
 
@@ -28,13 +27,7 @@ def model_path() -> Path:
 
 @cache
 def load_weights(path: str | None = None) -> dict[str, Any]:
-    p = Path(path) if path else model_path()
-    if not p.exists():
-        from capsafe_core.errors import NotFound
-
-        raise NotFound(f"No refusal classifier at {p}; train it with: python scripts/train_refusal_clf.py")
-    weights: dict[str, Any] = json.loads(p.read_text(encoding="utf-8"))
-    return weights
+    return read_weights(Path(path or model_path()), what="refusal classifier", train="scripts/train_refusal_clf.py")
 
 
 def features(model: Any, prompts: Sequence[str], responses: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
@@ -45,8 +38,9 @@ def features(model: Any, prompts: Sequence[str], responses: Sequence[str], *, ba
 
 
 def probabilities(x: np.ndarray, weights: dict[str, Any]) -> np.ndarray:
-    z = x @ np.asarray(weights["coef"], dtype=np.float64) + float(weights["intercept"])
-    return 1.0 / (1.0 + np.exp(-z))
+    from scipy.special import expit
+
+    return np.asarray(expit(x @ np.asarray(weights["coef"], dtype=np.float64) + float(weights["intercept"])))
 
 
 @evaluator(
