@@ -326,3 +326,13 @@ def test_samples_detail_names_the_components_that_flag():
         }
     )
     assert coherence_flags(j).to_dicts() == [{"component": "nonsense", "why": "word salad: 60% known words"}]
+
+
+@pytest.mark.slow
+def test_perplexity_on_real_salad_and_fluent_answers():
+    """Under the shipped SmolLM2: token soup sampled hot is far above the threshold, a GPT-4 answer and a
+    refusal far below."""
+    salad = _heldout("ho-290", "ho-301", "ho-306")
+    fluent = [*_heldout("ho-188"), item("I'm sorry, but I can't help with that. Making explosives is dangerous.")]
+    v = run("perplexity", *salad, *fluent, reference_model="smollm2-135m-instruct", dtype="float32", device="cpu")
+    assert [x.label for x in v] == ["incoherent"] * 3 + ["coherent"] * 2
