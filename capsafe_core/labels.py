@@ -97,9 +97,6 @@ def progress(v: pl.DataFrame, humans: pl.DataFrame, *, reasons: list[str], annot
     return f.join(mine, on="generation_id", how="semi").height, f.height
 
 
-__all__ = ["REASONS", "flagged", "progress", "queue", "save_label", "undo"]
-
-
 def coherence_flags(judgments: pl.DataFrame) -> pl.DataFrame:
     """``component, why`` of the coherence components that call one generation incoherent (each
     component's newest version; the detail view's ``evaluator, kind, version, label, ..., explanation``)."""
@@ -110,3 +107,6 @@ def coherence_flags(judgments: pl.DataFrame) -> pl.DataFrame:
     return newest.filter(pl.col("label") == "incoherent").select(
         pl.col("evaluator").alias("component"), pl.col("explanation").alias("why")
     )
+
+
+__all__ = ["REASONS", "coherence_flags", "flagged", "progress", "queue", "save_label", "undo"]
