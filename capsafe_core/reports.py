@@ -252,10 +252,13 @@ def rates_report(
     evaluator: str,
     metric: str = "unsafe_rate",
     annotator: str | None = None,
+    audit: str | None = None,
 ) -> dict[str, pl.DataFrame]:
     """``capsafe rates``: the judge's rate per checkpoint and, with ``annotator``, corrected by that
-    person's labels (``analysis.corrected``)."""
+    person's labels (``analysis.corrected``), weighted by the design of the audit sample ``audit``
+    (default: the newest holding their labels; ``none``: the labels taken as a random sample)."""
     from capsafe_core.analysis.corrected import METRIC_DIMENSION, corrected_rates
+    from capsafe_core.audit import chosen_design
 
     experiments(store, experiment)
     v = reads.verdicts(store, experiment)
@@ -272,10 +275,15 @@ def rates_report(
     if annotator is not None and annotator not in set(humans["annotator"].to_list()):
         names = sorted(set(humans["annotator"].to_list()))
         raise unknown_name("annotator", annotator, names, hint="label responses on the Label page or import labels")
+    sample, design = chosen_design(store, experiment, annotator or "", audit) if annotator else (None, None)
     out = corrected_rates(
-        v, humans, evaluator=evaluator, benchmarks=benchmark, metric=metric, annotator=annotator or "", alpha=0.05
+        v, humans, evaluator=evaluator, benchmarks=benchmark, metric=metric, annotator=annotator or "", design=design
     )
     out = out.with_columns(pl.lit(experiment).alias("experiment")).select("experiment", pl.exclude("experiment"))
+    if annotator is not None:
+        out = out.with_columns(pl.lit(sample or "none (labels as a random sample)").alias("audit_sample"))
     if annotator is None:
         out = out.select(pl.exclude("n_labelled", "^corrected.*$", "^human_only.*$"))
+    else:
+        out = out.drop("corrected_se")
     return {"rates": out.drop("checkpoint_id")}

@@ -86,10 +86,11 @@ class Stratum:
     yhat: np.ndarray
     yhat_unlabelled: np.ndarray
     weights: np.ndarray | None = None
+    total: int | None = None  # responses in the stratum, where ``yhat_unlabelled`` holds all of them
 
     @property
     def size(self) -> int:
-        return len(self.y) + len(self.yhat_unlabelled)
+        return self.total if self.total is not None else len(self.y) + len(self.yhat_unlabelled)
 
 
 MIN_LABELS = 2  # a stratum with fewer labels is merged with the others (no variance from one label)
@@ -103,22 +104,33 @@ def stratified(strata: Mapping[str, Stratum], *, alpha: float = 0.05) -> Estimat
     if len(groups[0].yhat_unlabelled) == 0:  # every response labelled: the judge has nothing to add
         return human_only(groups[0].y, alpha=alpha)
     total = sum(s.size for s in groups)
-    parts = [(s.size / total, ppi_mean(s.y, s.yhat, s.yhat_unlabelled, weights=s.weights, alpha=alpha)) for s in groups]
+    parts = [
+        (s.size / total, ppi_mean(s.y, s.yhat, s.yhat_unlabelled, weights=s.weights, alpha=alpha, lam=_lam(s)))
+        for s in groups
+    ]
     value = sum(share * e.value for share, e in parts)
     se = float(np.sqrt(sum((share * e.se) ** 2 for share, e in parts)))
     z = stats.norm.ppf(1 - alpha / 2)
     return Estimate(float(value), float(value - z * se), float(value + z * se), se, sum(e.n_labelled for _, e in parts))
 
 
+def _lam(s: Stratum) -> float | None:
+    """Under an audit design (``total`` set) plain PPI (λ = 1): PPI++'s λ, tuned on the same few weighted
+    labels, biased the corrected rate by about −0.006 in simulation (``tests/test_audit.py``)."""
+    return 1.0 if s.total is not None else None
+
+
 def _pool(strata: list[Stratum]) -> Stratum:
     w = None
     if any(s.weights is not None for s in strata):
         w = np.concatenate([s.weights if s.weights is not None else np.ones(len(s.y)) for s in strata])
+    total = sum(s.size for s in strata) if any(s.total is not None for s in strata) else None
     return Stratum(
         np.concatenate([s.y for s in strata]),
         np.concatenate([s.yhat for s in strata]),
         np.concatenate([s.yhat_unlabelled for s in strata]),
         w,
+        total,
     )
 
 
@@ -134,12 +146,18 @@ def corrected_rates(
     metric: str = "unsafe_rate",
     annotator: str,
     coherence: str = "coherence",
+    design: pl.DataFrame | None = None,
     alpha: float = 0.05,
 ) -> pl.DataFrame:
     """Per checkpoint: the judge's rate over its judged responses and, from ``annotator``'s labels on
     some of them, the corrected rate (PPI++ stratified by the coherence flag; one stratum where there is
     no flag) and the rate from the labels alone, each with its 95% CI. ``humans`` is
-    ``reads.human_labels`` (latest label per annotator)."""
+    ``reads.human_labels`` (latest label per annotator).
+
+    Without ``design`` the labels are taken as a random sample (or all) of each stratum's responses, and
+    labels from the Label page's flagged queue are left out (chosen because they look wrong). With
+    ``design`` (an audit sample: ``generation_id, inclusion_prob``) only the sample's labels count, each
+    weighted by ``1 / inclusion_prob``, and the judge's mean is over all the stratum's responses."""
     from capsafe_core.analysis.rates import value_expr
     from capsafe_core.vocabulary import human_expr
 
@@ -159,8 +177,13 @@ def corrected_rates(
         humans.filter(pl.col("annotator") == annotator)
         .with_columns(human_expr(METRIC_DIMENSION[metric]).alias("y"))
         .filter(pl.col("y").is_not_null())
-        .select("generation_id", "y")
     )
+    if design is None:
+        source = pl.col("source") if "source" in people.columns else pl.lit(None, dtype=pl.Utf8)
+        people = people.filter(source.fill_null("") != "flagged").with_columns(pl.lit(1.0).alias("w"))
+    else:
+        people = people.join(design, on="generation_id").with_columns((1.0 / pl.col("inclusion_prob")).alias("w"))
+    people = people.select("generation_id", "y", "w")
     frame = judged.join(flag, on="generation_id", how="left").join(people, on="generation_id", how="left")
     frame = frame.with_columns(pl.col("stratum").fill_null("all"))
     z = stats.norm.ppf(1 - alpha / 2)
@@ -178,22 +201,26 @@ def corrected_rates(
         labelled = part.filter(pl.col("y").is_not_null())
         row["n_labelled"] = labelled.height
         if labelled.height >= MIN_LABELS:
-            strata = {
-                str(s): Stratum(
-                    g.filter(pl.col("y").is_not_null())["y"].to_numpy().astype(float),
-                    g.filter(pl.col("y").is_not_null())["yhat"].to_numpy().astype(float),
-                    g.filter(pl.col("y").is_null())["yhat"].to_numpy().astype(float),
-                )
-                for (s,), g in part.group_by(["stratum"])
-            }
+            strata = {str(s): _stratum(g, design is not None) for (s,), g in part.group_by(["stratum"])}
             est = stratified(strata, alpha=alpha)
             only = human_only(labelled["y"].to_numpy(), alpha=alpha)
-            row |= {"corrected": est.value, "corrected_lo": est.lo, "corrected_hi": est.hi}
+            row |= {"corrected": est.value, "corrected_lo": est.lo, "corrected_hi": est.hi, "corrected_se": est.se}
             row |= {"human_only": only.value, "human_only_lo": only.lo, "human_only_hi": only.hi}
         rows.append(row)
-    cols = ["corrected", "corrected_lo", "corrected_hi", "human_only", "human_only_lo", "human_only_hi"]
+    cols = ["corrected", "corrected_lo", "corrected_hi", "corrected_se"]
+    cols += ["human_only", "human_only_lo", "human_only_hi"]
     out = pl.DataFrame(rows, infer_schema_length=None)
     for c in cols:
         if c not in out.columns:
             out = out.with_columns(pl.lit(None, dtype=pl.Float64).alias(c))
     return out.sort("mitigation", "seed", "step")
+
+
+def _stratum(g: pl.DataFrame, designed: bool) -> Stratum:
+    """One coherence stratum of one checkpoint: its labelled responses (with design weights) and the
+    judge on the others, or, under a design, on all of them (the population mean of the judge)."""
+    lab = g.filter(pl.col("y").is_not_null())
+    y, yhat = lab["y"].to_numpy().astype(float), lab["yhat"].to_numpy().astype(float)
+    if not designed:
+        return Stratum(y, yhat, g.filter(pl.col("y").is_null())["yhat"].to_numpy().astype(float))
+    return Stratum(y, yhat, g["yhat"].to_numpy().astype(float), lab["w"].to_numpy().astype(float), g.height)

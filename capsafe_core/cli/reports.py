@@ -103,16 +103,29 @@ def compare_cmd(
 @click.option("--evaluator", "-j", required=True, help="The judge whose rate is reported (and corrected).")
 @click.option("--metric", type=click.Choice(["unsafe_rate", "refusal_rate"]), default="unsafe_rate", show_default=True)
 @click.option("--correct-with", "annotator", help="Correct the judge's rate with this annotator's labels.")
+@click.option(
+    "--audit",
+    help="The audit sample whose design weighs the labels (default: the newest holding them; 'none': take the "
+    "labels as a random sample, leaving out the Label page's flagged queue).",
+)
 @json_option
 @db_option
 def rates_cmd(
-    experiment: str, benchmark: str, evaluator: str, metric: str, annotator: str | None, as_json: bool, db_path: str
+    experiment: str,
+    benchmark: str,
+    evaluator: str,
+    metric: str,
+    annotator: str | None,
+    audit: str | None,
+    as_json: bool,
+    db_path: str,
 ) -> None:
     """A judge's rate per checkpoint (95% normal CI over its judged responses) and, with --correct-with,
     the rate corrected by a person's labels on some of them: PPI++ stratified by the coherence flag, its
-    95% CI over the labelled sample and the judged responses (it takes the labels as the truth and the
-    labelled responses as a random sample of their stratum; labels from the Label page's flagged queues
-    are not one), beside the rate from the labels alone (Wilson CI).
+    95% CI over the labelled sample and the judged responses (it takes the labels as the truth), beside
+    the rate from the labels alone (Wilson CI). Labels on an audit sample (capsafe audit draw) are
+    weighted by its design; other labels are taken as a random sample of their stratum, and those from
+    the Label page's flagged queues (chosen because they look wrong) are left out.
 
     \b
     Example:
@@ -123,7 +136,13 @@ def rates_cmd(
 
     with open_store(db_path, read_only=True) as store:
         tables = rates_report(
-            store, experiment=experiment, benchmark=benchmark, evaluator=evaluator, metric=metric, annotator=annotator
+            store,
+            experiment=experiment,
+            benchmark=benchmark,
+            evaluator=evaluator,
+            metric=metric,
+            annotator=annotator,
+            audit=audit,
         )
     print_report(
         tables,

@@ -248,21 +248,23 @@ class Store:
         )
         return cur.rowcount
 
-    def add_human_labels(self, rows: Iterable[Sequence[Any]], *, skip_repeats: bool = True) -> int:
-        """Rows of ``(generation_id, annotator, label, coherent, note, created_at)``.
+    def add_human_labels(
+        self, rows: Iterable[Sequence[Any]], *, skip_repeats: bool = True, source: str = "import"
+    ) -> int:
+        """Rows of ``(generation_id, annotator, label, coherent, note, created_at)``, from ``source``.
 
         Labels are history: a new verdict is a new row. With ``skip_repeats`` a row equal to the
         annotator's latest label on that generation is not added again (imports stay idempotent).
         """
-        sql = "INSERT INTO human_labels (generation_id, annotator, label, coherent, note, created_at) "
+        sql = "INSERT INTO human_labels (generation_id, annotator, label, coherent, note, created_at, source) "
         if skip_repeats:
-            sql += """SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE NOT EXISTS (
+            sql += """SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE NOT EXISTS (
                         SELECT 1 FROM human_labels h WHERE h.id = (
                           SELECT max(id) FROM human_labels WHERE generation_id = ?1 AND annotator = ?2)
                         AND h.label = ?3 AND h.coherent IS ?4 AND h.note IS ?5)"""
         else:
-            sql += "VALUES (?, ?, ?, ?, ?, ?)"
-        cur = self.conn.executemany(sql, rows)
+            sql += "VALUES (?, ?, ?, ?, ?, ?, ?)"
+        cur = self.conn.executemany(sql, ([*r, source] for r in rows))
         return cur.rowcount
 
     def copy_checkpoint(self, src_id: int, mitigation: str, *, step: int | None = None, seed: int | None = None) -> int:

@@ -6,14 +6,22 @@ from capsafe_core.store.db import Store, now
 
 
 def add_label(
-    store: Store, generation_id: int, *, annotator: str, label: str, coherent: bool | None, note: str | None
+    store: Store,
+    generation_id: int,
+    *,
+    annotator: str,
+    label: str,
+    coherent: bool | None,
+    note: str | None,
+    source: str | None = None,
 ) -> int:
-    """Store one human label in its own transaction; returns its row id."""
+    """Store one human label in its own transaction; returns its row id. ``source``: the queue it came
+    from (``flagged``, ``audit``), which decides whether it may feed estimates."""
     with store.transaction():
         cur = store.conn.execute(
-            "INSERT INTO human_labels (generation_id, annotator, label, coherent, note, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (generation_id, annotator, label, None if coherent is None else int(coherent), note or None, now()),
+            "INSERT INTO human_labels (generation_id, annotator, label, coherent, note, created_at, source) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (generation_id, annotator, label, None if coherent is None else int(coherent), note or None, now(), source),
         )
     return int(cur.lastrowid or 0)
 

@@ -139,7 +139,8 @@ def human_labels(store: Store, experiment: str | None = None, *, latest: bool = 
     pick = "AND h.id IN (SELECT max(id) FROM human_labels GROUP BY generation_id, annotator)" if latest else ""
     return _frame(
         store,
-        f"SELECT h.id, h.generation_id, h.annotator, h.label, h.coherent, h.note, h.created_at FROM human_labels h "
+        "SELECT h.id, h.generation_id, h.annotator, h.label, h.coherent, h.note, h.created_at, h.source "
+        "FROM human_labels h "
         f"WHERE 1 {pick} {where} ORDER BY h.id",
         params,
         {
@@ -150,6 +151,7 @@ def human_labels(store: Store, experiment: str | None = None, *, latest: bool = 
             "human_coherent": pl.Int64,
             "note": pl.Utf8,
             "created_at": pl.Utf8,
+            "source": pl.Utf8,
         },
     )
 

@@ -126,7 +126,35 @@ def _migration_2(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS = [_migration_1, _migration_2]
+def _migration_3(db: sqlite_utils.Database) -> None:
+    """Audit samples (labelling samples drawn for estimates, with their design) and where a human label
+    came from (``import``, ``flagged`` queue, ``audit`` queue or file; NULL: labelled before this schema)."""
+    db.execute("ALTER TABLE human_labels ADD COLUMN source TEXT")
+    db.execute(
+        """CREATE TABLE audit_samples (
+            id INTEGER PRIMARY KEY,
+            experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+            name TEXT NOT NULL,
+            seed INTEGER NOT NULL,
+            n INTEGER NOT NULL,
+            design TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            UNIQUE (experiment_id, name))"""
+    )
+    db.execute(
+        """CREATE TABLE audit_items (
+            sample_id INTEGER NOT NULL REFERENCES audit_samples(id),
+            generation_id INTEGER NOT NULL REFERENCES generations(id),
+            position INTEGER NOT NULL,
+            stratum TEXT NOT NULL,
+            inclusion_prob REAL NOT NULL CHECK (inclusion_prob > 0 AND inclusion_prob <= 1),
+            PRIMARY KEY (sample_id, generation_id),
+            UNIQUE (sample_id, position))"""
+    )
+    db.execute("CREATE INDEX idx_audit_items_generation ON audit_items(generation_id)")
+
+
+MIGRATIONS = [_migration_1, _migration_2, _migration_3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
