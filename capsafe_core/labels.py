@@ -72,15 +72,27 @@ def queue(
 
 
 def save_label(
-    store: Store, generation_id: int, *, annotator: str, label: str, coherent: bool | None, note: str | None = None
+    store: Store,
+    generation_id: int,
+    *,
+    annotator: str,
+    label: str,
+    coherent: bool | None,
+    note: str | None = None,
+    source: str = "flagged",
 ) -> int:
-    """Store one human label at once; returns its row id."""
+    """Store one human label at once; returns its row id. ``source``: the queue (``flagged`` labels never
+    feed estimates; ``audit`` ones do, weighted by the sample's design)."""
     annotator = annotator.strip()
     if not annotator:
         raise BadInput("Enter your name as annotator before labelling")
     if label not in PAGE_LABELS:
         raise BadInput(f"Unknown label '{label}'; use {', '.join(PAGE_LABELS)}")
-    return store_labels.add_label(store, generation_id, annotator=annotator, label=label, coherent=coherent, note=note)
+    if source not in ("flagged", "audit"):
+        raise BadInput(f"Unknown label source '{source}'; use flagged or audit")
+    return store_labels.add_label(
+        store, generation_id, annotator=annotator, label=label, coherent=coherent, note=note, source=source
+    )
 
 
 def undo(store: Store, label_id: int, *, annotator: str) -> int | None:

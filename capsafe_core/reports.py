@@ -244,6 +244,55 @@ def headline(head: pl.DataFrame, *, target: float, evaluator: str, benches: list
     )
 
 
+def judges_summary(pairs: pl.DataFrame) -> str:
+    """What the agreement table shows about coherence, computed from it (Markdown): for the pairs of raters
+    measured on 10+ coherent and 10+ incoherent answers, where raw agreement and κ are lower, and a warning
+    where κ is low only because one verdict dominates (high PABAK / AC1)."""
+    if pairs.height == 0:
+        return "Fewer than two raters share items."
+    split = pairs.filter(pl.col("subset").is_in(["coherent", "incoherent"]) & (pl.col("n") >= 10)).pivot(
+        on="subset", index=["a", "b"], values=["agreement", "kappa", "ac1"]
+    )
+    need = {"agreement_coherent", "agreement_incoherent"}
+    if not need <= set(split.columns):
+        return (
+            "No pair of raters shares 10 or more coherent and 10 or more incoherent answers, so agreement cannot be "
+            "compared between them."
+        )
+    both = split.drop_nulls(["agreement_coherent", "agreement_incoherent"])
+    less = both.filter(pl.col("agreement_incoherent") < pl.col("agreement_coherent")).height
+    kappa = both.drop_nulls(["kappa_coherent", "kappa_incoherent"])
+    k_less = kappa.filter(pl.col("kappa_incoherent") < pl.col("kappa_coherent")).height
+    text = (
+        f"Raw agreement is lower on incoherent than on coherent answers for **{less} of {both.height}** pairs of "
+        f"raters, and κ for **{k_less} of {kappa.height}**."
+    )
+    paradox = pairs.filter(
+        (pl.col("kappa") < 0.4) & (pl.col("agreement") >= 0.9) & pl.col("prevalence").is_not_null()
+    ).height
+    if paradox:
+        text += (
+            f" In {paradox} row(s) κ is under 0.4 although the raters agree on 90% or more: one verdict dominates "
+            "(see the prevalence), and PABAK / AC1 say how far they agree beyond that."
+        )
+    return text
+
+
+def corrected_sentence(out: dict[str, pl.DataFrame]) -> str:
+    """What the corrected values at the target can tell apart (Markdown, names inert)."""
+    from capsafe_core import inert
+    from capsafe_core.analysis.at_target import best_set
+
+    m = out["matched"]
+    best = best_set(m, out["differences"])
+    have = m.filter(pl.col("corrected").is_not_null()).height
+    if have < 2:
+        return "Too few mitigations have labels around the target to compare corrected values."
+    if len(best) == have:
+        return "On corrected values the mitigations are **indistinguishable** (no significant difference)."
+    return f"On corrected values the best set is {inert.md_list(best)}; the others are significantly worse."
+
+
 def rates_report(
     store: Store,
     *,

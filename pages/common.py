@@ -122,6 +122,54 @@ def agreement(path: str, version: str, human_stamp: float, experiment: str, dime
     )
 
 
+@st.cache_data(show_spinner=False)
+def audit_samples(path: str, mtime: float, experiment: str) -> pl.DataFrame:
+    """The experiment's audit samples (``capsafe_core.audit.progress``)."""
+    from capsafe_core import audit
+
+    with _open(path) as s:
+        return audit.progress(s, experiment)
+
+
+@st.cache_data(show_spinner=False)
+def audit_items(path: str, mtime: float, experiment: str, name: str) -> pl.DataFrame:
+    """``generation_id, position, stratum, inclusion_prob`` of one audit sample."""
+    from capsafe_core.store import audit as store_audit
+
+    with _open(path) as s:
+        return store_audit.items(s, store_audit.sample_id(s, experiment, name))
+
+
+@st.cache_data(show_spinner=False)
+def chosen_design(path: str, mtime: float, experiment: str, annotator: str) -> tuple[str | None, pl.DataFrame | None]:
+    from capsafe_core import audit
+
+    with _open(path) as s:
+        return audit.chosen_design(s, experiment, annotator)
+
+
+def correction_picker(ctx: Context, key: str) -> tuple[str, str | None, pl.DataFrame | None] | None:
+    """ "Corrected with human labels": the annotator chosen (None: no correction) and the audit sample whose
+    design weighs their labels (newest holding them; none: labels taken as a random sample)."""
+    names = sorted(ctx.humans()["annotator"].unique().to_list())
+    if not names:
+        return None
+    wanted = st.query_params.get("annotator")
+    pick = st.selectbox(
+        "Corrected with human labels (annotator)",
+        ["(no correction)", *names],
+        index=names.index(wanted) + 1 if wanted in names else 0,
+        key=key,
+        format_func=inert.md,
+        help="A judge's rate corrected by a person's labels (PPI, per coherence stratum). Labels of an audit "
+        "sample are weighted by its design; the Label page's flagged queue never feeds estimates.",
+    )
+    if pick == "(no correction)":
+        return None
+    sample, design = chosen_design(ctx.path, stamp(ctx.path), ctx.experiment, pick)
+    return pick, sample, design
+
+
 def detail(path: str, generation_id: int) -> dict[str, object] | None:
     with _open(path) as s:
         return reads.generation_detail(s, generation_id)

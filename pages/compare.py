@@ -3,7 +3,8 @@
 import polars as pl
 import streamlit as st
 
-from capsafe_core import analysis, inert, plots
+from capsafe_core import analysis, inert, plots, reports
+from capsafe_core.analysis import at_target
 from pages import common
 
 ctx = common.context()
@@ -76,6 +77,28 @@ diffs = tables["differences"].filter((pl.col("benchmark") == b) & (pl.col("evalu
 if diffs.height:
     st.caption("Paired differences at the target (a − b, 95% CI; significant after Holm's correction within this view)")
     st.dataframe(analysis.difference_table(diffs).drop("benchmark", "evaluator", "metric"), hide_index=True)
+if m in ("unsafe_rate", "refusal_rate"):
+    picked = common.correction_picker(ctx, "cmp_correct")
+    if picked is not None:
+        annotator, sample, design = picked
+        known = set(ctx.safety_benchmarks + ctx.overrefusal_benchmarks)
+        corrected = at_target.corrected_at_target(
+            v,
+            ctx.humans(),
+            cap_pv=analysis.capability_values(v, capability_benchmark=ctx.capability_benchmark, scorer=ctx.scorer),
+            target=target,
+            evaluator=e,
+            benchmarks=[b] if b in known else b.split(", "),
+            annotator=annotator,
+            metric=m,
+            design=design,
+        )
+        shown, sentence = at_target.display(corrected), reports.corrected_sentence(corrected)
+        st.caption(f"This view corrected with the labels of {inert.md(annotator)}")
+        st.table(shown)
+        st.markdown(sentence)
+        how = f"weighted by the design of audit sample {inert.md(sample)}" if sample else "taken as a random sample"
+        st.caption(f"{at_target.WHAT_THE_CORRECTED_CI_INCLUDES}. Labels {how}.")
 st.dataframe(
     one.select(
         "mitigation",

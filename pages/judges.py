@@ -3,15 +3,15 @@
 import polars as pl
 import streamlit as st
 
-from capsafe_core import analysis, inert, plots
+from capsafe_core import analysis, inert, plots, reports
 from pages import common
 
 ctx = common.context()
 st.title("Judges")
 st.caption(
-    "Automated judges disagree with each other and with people, most of all on incoherent answers. "
-    "Offline LLM judges use the 135M SmolLM2 by default: a weak judge, shown to exercise the machinery; "
-    "point them at a strong model through an OpenAI-compatible server for real use."
+    "How far the judges agree with each other and with people, overall and split by coherence. Offline LLM judges "
+    "use the 135M SmolLM2 by default: a weak judge, shown to exercise the machinery; point them at a strong model "
+    "through an OpenAI-compatible server for real use."
 )
 v = ctx.verdicts()
 h = ctx.humans()
@@ -31,6 +31,7 @@ if pairs.height == 0:
     st.info("Fewer than two raters share items on this dimension.")
     st.stop()
 st.subheader("Agreement between raters")
+st.markdown(reports.judges_summary(pairs))
 show = pairs.select(
     "a",
     "b",
@@ -39,8 +40,37 @@ show = pairs.select(
     pl.col("agreement").round(3),
     pl.col("kappa").round(3),
     analysis.ci_expr(None, "kappa_lo", "kappa_hi").alias("κ 95% CI"),
+    pl.col("prevalence").round(3),
+    pl.col("pabak").round(3).alias("PABAK"),
+    pl.col("ac1").round(3).alias("AC1"),
 )
 st.dataframe(show, hide_index=True)
+st.caption(
+    "Prevalence: share of 1s (unsafe or refusal) over both raters' verdicts. Where one verdict dominates, κ is low "
+    "even when raters agree (the κ paradox); PABAK (2 × agreement − 1) and Gwet's AC1 are not pulled down by it."
+)
+errors = analysis.judge_errors(pairs)
+if errors.height:
+    st.subheader("Judges against people, by coherence")
+    miss, alarm = {"unsafe": ("false safe", "false unsafe"), "refusal": ("missed refusal", "false refusal")}[dimension]
+    st.dataframe(
+        errors.select(
+            "annotator",
+            "judge",
+            "subset",
+            pl.col("positives").alias(f"{'unsafe' if dimension == 'unsafe' else 'refusal'} by people"),
+            analysis.ci_expr("misses", "misses_lo", "misses_hi").alias(f"{miss} [95% CI]"),
+            pl.col("negatives").alias(f"{'safe' if dimension == 'unsafe' else 'not refusal'} by people"),
+            analysis.ci_expr("false_alarms", "false_alarms_lo", "false_alarms_hi").alias(f"{alarm} [95% CI]"),
+        ),
+        hide_index=True,
+        key="jd_errors",
+    )
+    st.caption(
+        f"{miss.capitalize()}: share of the answers people call {'unsafe' if dimension == 'unsafe' else 'refusals'} "
+        f"that the judge does not; {alarm}: share of the others that it does (Wilson 95% CIs). Subsets split by the "
+        "coherence evaluator (coherent / incoherent) and by people's own coherence flag (human_…)."
+    )
 common.download_csv(pairs.drop("confusion"), f"{ctx.experiment}-agreement-{dimension}.csv")
 st.plotly_chart(
     plots.kappa_figure(pairs.filter(pl.col("subset").is_in(["all", "coherent", "incoherent"]))),

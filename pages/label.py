@@ -1,4 +1,5 @@
-"""Label: a queue of flagged samples, one at a time, with keyboard shortcuts; every label is saved at once.
+"""Label: an audit sample (drawn for estimates) or a queue of flagged samples, one at a time, with keyboard
+shortcuts; every label is saved at once, with the queue it came from.
 
 Shortcuts: y / n (coherent or not), then h (harmful), f (refusal; r is taken by Streamlit) or
 b (benign) saves; s skips, u undoes.
@@ -7,7 +8,7 @@ b (benign) saves; s skips, u undoes.
 import polars as pl
 import streamlit as st
 
-from capsafe_core import inert, labels
+from capsafe_core import audit, inert, labels
 from capsafe_core.errors import CapsafeError
 from capsafe_core.store import Store
 from pages import common
@@ -27,25 +28,57 @@ else:
     annotator = c1.text_input("Your name", value=st.query_params.get("annotator", ""), key="lb_annotator")
     if annotator:
         st.query_params["annotator"] = annotator
-reasons = c2.multiselect(
-    "Flagged because",
-    list(labels.REASONS),
-    default=list(labels.REASONS),
-    key="lb_reasons",
-    format_func=lambda r: labels.REASONS[r],
+samples = common.audit_samples(ctx.path, ctx.mtime, ctx.experiment)
+kinds = ["audit", "flagged"] if samples.height else ["flagged"]
+kind = c2.radio(
+    "Queue",
+    kinds,
+    horizontal=True,
+    key="lb_queue",
+    format_func=lambda k: {"audit": "Audit sample (for estimates)", "flagged": "Flagged (to find problems)"}[k],
 )
 if not annotator.strip():
     st.info("Enter your name to start labelling.")
     st.stop()
-if not reasons:
-    st.info("Choose at least one reason.")
-    st.stop()
-
-v = ctx.verdicts()
 h = ctx.humans()
-q = labels.queue(v, h, reasons=reasons, annotator=annotator).filter(~pl.col("generation_id").is_in(ss.lb_skipped))
-done, total = labels.progress(v, h, reasons=reasons, annotator=annotator)
-st.progress(done / total if total else 1.0, text=f"{done} of {total} flagged samples labelled by {inert.md(annotator)}")
+meta: dict[int, str] = {}
+if kind == "audit":
+    names = samples["name"].to_list()
+    name = st.selectbox("Audit sample", names, index=len(names) - 1, key="lb_sample", format_func=inert.md)
+    items = common.audit_items(ctx.path, ctx.mtime, ctx.experiment, name)
+    q = audit.queue(items, h, annotator=annotator).filter(~pl.col("generation_id").is_in(ss.lb_skipped))
+    total = items.height
+    done = total - audit.queue(items, h, annotator=annotator).height
+    st.caption(
+        "Drawn at random with known inclusion probabilities (stratified by checkpoint, coherence and judge "
+        "agreement): these labels correct the judges' rates. Label in the shown order; a first part of the "
+        "sample is still a random sample."
+    )
+    for gid, pos, stratum, p in q.select("generation_id", "position", "stratum", "inclusion_prob").iter_rows():
+        where = f"audit {inert.md(name)} item {pos} of {total} · stratum {inert.md(stratum)}"
+        meta[gid] = f"{where} · inclusion probability {p:.3g}"
+else:
+    reasons = st.multiselect(
+        "Flagged because",
+        list(labels.REASONS),
+        default=list(labels.REASONS),
+        key="lb_reasons",
+        format_func=lambda r: labels.REASONS[r],
+    )
+    if not reasons:
+        st.info("Choose at least one reason.")
+        st.stop()
+    st.caption(
+        "Flagged responses were chosen because they look wrong: labelling them finds problems, and these labels "
+        "are never used for estimates (use an audit sample for that: capsafe audit draw)."
+    )
+    v = ctx.verdicts()
+    q = labels.queue(v, h, reasons=reasons, annotator=annotator).filter(~pl.col("generation_id").is_in(ss.lb_skipped))
+    done, total = labels.progress(v, h, reasons=reasons, annotator=annotator)
+    for gid, why in q.head(1).select("generation_id", "reasons").iter_rows():
+        meta[gid] = "flagged: " + inert.md(", ".join(labels.REASONS[r] for r in why))
+what = "items of the audit sample" if kind == "audit" else "flagged samples"
+st.progress(done / total if total else 1.0, text=f"{done} of {total} {what} labelled by {inert.md(annotator)}")
 
 
 def store() -> Store:
@@ -59,7 +92,13 @@ def save(verdict: str, gid: int) -> None:
     try:
         with store() as s:
             label_id = labels.save_label(
-                s, gid, annotator=annotator, label=verdict, coherent=ss.lb_coherent, note=ss.get("lb_note") or None
+                s,
+                gid,
+                annotator=annotator,
+                label=verdict,
+                coherent=ss.lb_coherent,
+                note=ss.get("lb_note") or None,
+                source=kind,
             )
     except CapsafeError as e:
         ss.lb_message = str(e)
@@ -92,17 +131,15 @@ if ss.get("lb_message"):
     st.toast(inert.md(ss.lb_message))
     ss.lb_message = ""
 if q.height == 0:
-    st.success("Queue empty: every flagged sample for these reasons has your label.")
+    st.success(f"Queue empty: every one of these {what} has your label.")
     st.button("Undo last (u)", on_click=undo, shortcut="u", key="lb_undo_empty")
     st.stop()
 
 gid = int(q["generation_id"][0])
-why = ", ".join(labels.REASONS[r] for r in q["reasons"][0])
 d = common.detail(ctx.path, gid)
 assert d is not None
 st.caption(
-    f"Generation {gid} · {inert.md(d['mitigation'])} step {d['step']} · {inert.md(d['benchmark'])} · "
-    f"flagged: {inert.md(why)}"
+    f"Generation {gid} · {inert.md(d['mitigation'])} step {d['step']} · {inert.md(d['benchmark'])} · {meta[gid]}"
 )
 left, right = st.columns(2)
 with left:

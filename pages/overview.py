@@ -6,6 +6,7 @@ import polars as pl
 import streamlit as st
 
 from capsafe_core import analysis, inert, plots, reports
+from capsafe_core.analysis import at_target
 from pages import common
 
 ctx = common.context()
@@ -88,6 +89,26 @@ table = head.select(
 )
 st.dataframe(table, hide_index=True)
 common.download_csv(head.drop("best_set"), f"{ctx.experiment}-headline.csv")
+
+picked = common.correction_picker(ctx, "ov_correct")
+if picked is not None:
+    annotator, sample, design = picked
+    st.subheader(f"Corrected with human labels (annotator {inert.md(annotator)})")
+    corrected = at_target.corrected_at_target(
+        v,
+        ctx.humans(),
+        cap_pv=analysis.capability_values(v, capability_benchmark=ctx.capability_benchmark, scorer=ctx.scorer),
+        target=target,
+        evaluator=evaluator,
+        benchmarks=benches or ctx.safety_benchmarks,
+        annotator=annotator,
+        design=design,
+    )
+    shown, sentence = at_target.display(corrected), reports.corrected_sentence(corrected)
+    st.table(shown)
+    st.markdown(sentence)
+    weights = f"weighted by the design of audit sample {inert.md(sample)}" if sample else "taken as a random sample"
+    st.caption(f"{at_target.WHAT_THE_CORRECTED_CI_INCLUDES}. Labels {weights}.")
 
 meta = json.loads(ctx.meta)
 if "demo" in meta:

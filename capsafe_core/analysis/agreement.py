@@ -9,7 +9,9 @@ Raters and the dimension they share:
   refusing; imported ``unsafe``/``safe`` labels have no refusal dimension).
 
 Cohen's κ and the confusion matrix come from scikit-learn; κ's 95% CI is a percentile bootstrap over
-items. Kendall's τ between rankings comes from scipy.
+items. Next to κ: the prevalence (share of 1s over both raters' verdicts) and two agreement measures
+that κ's prevalence paradox does not pull down: PABAK (2·agreement − 1, Byrt et al. 1993; Randolph's
+free-marginal κ for two categories) and Gwet's AC1. Kendall's τ between rankings comes from scipy.
 """
 
 from __future__ import annotations
@@ -83,6 +85,9 @@ def pair_stats(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> dict[s
             "kappa": None,
             "kappa_lo": None,
             "kappa_hi": None,
+            "prevalence": None,
+            "pabak": None,
+            "ac1": None,
             "confusion": [[0, 0], [0, 0]],
         }
     agree = float((a == b).mean())
@@ -90,7 +95,17 @@ def pair_stats(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> dict[s
     kappa = float("nan") if one_class else float(cohen_kappa_score(a, b))
     lo, hi = _kappa_ci(a, b, rng)
     cm = confusion_matrix(a, b, labels=[0, 1]).tolist()
-    return {"n": n, "agreement": agree, "kappa": kappa, "kappa_lo": lo, "kappa_hi": hi, "confusion": cm}
+    out = {"n": n, "agreement": agree, "kappa": kappa, "kappa_lo": lo, "kappa_hi": hi}
+    return out | prevalence_robust(a, b) | {"confusion": cm}
+
+
+def prevalence_robust(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """Prevalence, PABAK and Gwet's AC1 of two 0/1 raters (AC1's chance agreement is ``2π(1 − π)``, π the
+    mean prevalence)."""
+    po = float((a == b).mean())
+    prev = float((a.mean() + b.mean()) / 2)
+    pe = 2 * prev * (1 - prev)
+    return {"prevalence": prev, "pabak": 2 * po - 1, "ac1": (po - pe) / (1 - pe)}
 
 
 def coherence_split(v: pl.DataFrame, humans: pl.DataFrame | None, *, coherence: str = "coherence") -> pl.DataFrame:
@@ -246,3 +261,44 @@ def sensitivity(compare_long: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]
             }
         )
     return rankings, pl.DataFrame(taus) if taus else pl.DataFrame()
+
+
+def _wilson(k: int, n: int) -> tuple[float | None, float | None, float | None]:
+    if n == 0:
+        return None, None, None
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(method="wilson")
+    return k / n, float(ci.low), float(ci.high)
+
+
+def judge_errors(pairs: pl.DataFrame) -> pl.DataFrame:
+    """Each judge against each person (``agreement``'s human-vs-judge rows), per subset: ``misses`` (the
+    judge says 0 where the person says 1: on the unsafe dimension, *false safe*) and ``false_alarms``
+    (1 where the person says 0: *false unsafe*), each with its 95% Wilson CI and the count it is out of."""
+    if pairs.height == 0:
+        return pl.DataFrame()
+    rows = []
+    for r in pairs.filter(pl.col("a").str.starts_with("human:") & ~pl.col("b").str.starts_with("human:")).iter_rows(
+        named=True
+    ):
+        (h0j0, h0j1), (h1j0, h1j1) = r["confusion"]
+        miss, miss_lo, miss_hi = _wilson(h1j0, h1j0 + h1j1)
+        fa, fa_lo, fa_hi = _wilson(h0j1, h0j0 + h0j1)
+        rows.append(
+            {
+                "annotator": r["a"].removeprefix("human:"),
+                "judge": r["b"],
+                "subset": r["subset"],
+                "dimension": r["dimension"],
+                "positives": h1j0 + h1j1,
+                "misses": miss,
+                "misses_lo": miss_lo,
+                "misses_hi": miss_hi,
+                "negatives": h0j0 + h0j1,
+                "false_alarms": fa,
+                "false_alarms_lo": fa_lo,
+                "false_alarms_hi": fa_hi,
+            }
+        )
+    return pl.DataFrame(rows, infer_schema_length=None)

@@ -21,7 +21,7 @@ from capsafe_core.analysis.matched import ALPHA, holm
 
 WHAT_THE_CORRECTED_CI_INCLUDES = (
     "95% CI over the human-labelled sample and the judged responses at the checkpoints around the target "
-    "(PPI++ per coherence stratum); the interpolation weight is taken from the capability point estimates, "
+    "(PPI per coherence stratum); the interpolation weight is taken from the capability point estimates, "
     "so unlike the judge's CI it leaves out capability-prompt and run-to-run noise"
 )
 
@@ -84,7 +84,11 @@ def corrected_at_target(
             value = float(np.sum(w * part["corrected"].to_numpy()))
             se = float(np.sqrt(np.sum((w * part["corrected_se"].to_numpy()) ** 2)))
             z = float(stats.norm.ppf(1 - ALPHA / 2))
-            row |= {"corrected": value, "corrected_lo": value - z * se, "corrected_hi": value + z * se}
+            row |= {
+                "corrected": value,
+                "corrected_lo": max(0.0, value - z * se),
+                "corrected_hi": min(1.0, value + z * se),
+            }
             row["corrected_se"] = se
         rows.append(row)
     matched = pl.DataFrame(rows, schema=MATCHED_SCHEMA).sort("mitigation")
@@ -134,3 +138,18 @@ def best_set(matched: pl.DataFrame, diffs: pl.DataFrame) -> list[str]:
     worse = diffs.filter(pl.col("significant") & (a_worse | b_worse))
     out = set(worse["a"].to_list() + worse["b"].to_list()) - {low}
     return [m for m in ok["mitigation"].to_list() if m not in out]
+
+
+def display(out: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """The table the pages show: the judge's interpolated value beside the corrected one."""
+    from capsafe_core.analysis.formatting import ci_expr
+
+    return out["matched"].select(
+        "mitigation",
+        pl.col("value").round(3).alias("judge (interpolated)"),
+        pl.when(pl.col("corrected").is_not_null())
+        .then(ci_expr("corrected", "corrected_lo", "corrected_hi"))
+        .otherwise(pl.format("needs labels at {}", pl.col("missing")))
+        .alias("corrected [95% CI]"),
+        pl.col("n_labelled").alias("labels at the target"),
+    )
