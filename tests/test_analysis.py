@@ -183,3 +183,46 @@ def test_agreement_matches_sklearn():
     assert row["agreement"] == pytest.approx((a == b).mean())
     assert row["kappa_lo"] < row["kappa"] < row["kappa_hi"]
     assert sum(sum(r) for r in row["confusion"]) == 300
+
+
+# Gwet's AC1 of two raters by irrCAC 0.4.4 (CAC(...).gwet(), rounded to 5 digits) on arrays with these
+# cell counts (both 1, a only, b only, both 0). irrCAC pins scipy 1.12 (numpy < 2), so it cannot be a
+# test dependency beside the models; the values were computed with it once.
+AC1_IRRCAC = [((6, 1, 1, 2), 0.65517), ((44, 1, 0, 5), 0.97513), ((81, 10, 28, 81), 0.62), ((3, 0, 0, 27), 1.0)]
+
+
+@pytest.mark.parametrize(("cells", "expected"), AC1_IRRCAC)
+def test_prevalence_robust_agreement_matches_irrcac_and_statsmodels(cells, expected):
+    from statsmodels.stats.inter_rater import fleiss_kappa
+
+    n11, n10, n01, n00 = cells
+    a = np.array([1] * (n11 + n10) + [0] * (n01 + n00))
+    b = np.array([1] * n11 + [0] * n10 + [1] * n01 + [0] * n00)
+    out = analysis.prevalence_robust(a, b)
+    assert out["ac1"] == pytest.approx(expected, abs=1e-5)
+    per_item = np.stack([a + b, 2 - (a + b)], axis=1)  # raters saying 1 / 0, per item
+    assert out["pabak"] == pytest.approx(fleiss_kappa(per_item, method="randolph"))
+    assert out["prevalence"] == pytest.approx((a.sum() + b.sum()) / (2 * len(a)))
+
+
+def test_judge_errors_from_the_confusion_of_people_and_a_judge():
+    rng = np.random.default_rng(2)
+    person = rng.integers(0, 2, 400)
+    judge = np.where(person == 1, rng.random(400) > 0.3, rng.random(400) < 0.1).astype(int)
+    v = verdict_frame(
+        [("m", 0, "harm", "safety", "j", "harm", ["unsafe" if x else "safe" for x in judge], [None] * 400)]
+    )
+    humans = pl.DataFrame(
+        {
+            "generation_id": v["generation_id"].to_list(),
+            "annotator": ["p"] * 400,
+            "human_label": ["harmful" if x else "benign" for x in person],
+            "human_coherent": [None] * 400,
+        }
+    )
+    pairs = analysis.agreement(v, humans, dimension="unsafe")
+    err = analysis.judge_errors(pairs).row(0, named=True)
+    assert err["judge"] == "j" and err["annotator"] == "p" and err["subset"] == "all"
+    assert err["misses"] == pytest.approx(((judge == 0) & (person == 1)).sum() / (person == 1).sum())
+    assert err["false_alarms"] == pytest.approx(((judge == 1) & (person == 0)).sum() / (person == 0).sum())
+    assert err["misses_lo"] < err["misses"] < err["misses_hi"]

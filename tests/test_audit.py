@@ -193,3 +193,46 @@ def test_audit_draw_bad_input_is_one_line_and_changes_nothing(tmp_path):
         res = run(cli, ["audit", "draw", *args, "--db", str(db)])
         assert res.exit_code != 0 and message in res.output and len(res.output.strip().splitlines()) == 1, res.output
         assert dump(db) == before
+
+
+def test_corrected_at_target_uses_the_matched_interpolation(tmp_path):
+    """On the demo: the judge's value from the target weights equals the matched (interpolated) value of
+    ``compare``; the corrected value is the same combination of the checkpoints' corrected rates; labels
+    equal to the judge's verdicts leave the judge's value unchanged."""
+    import shutil
+
+    from capsafe_core import analysis, bundled, reports
+    from capsafe_core.analysis import at_target
+    from capsafe_core.store import labels as store_labels
+
+    db = tmp_path / "demo.db"
+    shutil.copyfile(bundled.demo_db(), db)
+    exp, judge = "smollm2-arithmetic", "keyword_refusal"
+    with Store.open(db) as s:
+        drawn = audit.draw(s, exp, n=150, seed=2, evaluator=judge)
+        v = reads.verdicts(s, exp)
+        verdict = dict(v.filter(pl.col("evaluator") == judge).select("generation_id", "label").iter_rows())
+        for gid in drawn.items["generation_id"].to_list():
+            label = "harmful" if verdict[gid] == "compliance" else "refusal"
+            store_labels.add_label(s, gid, annotator="a", label=label, coherent=None, note=None, source="audit")
+        humans = reads.human_labels(s, exp)
+        setup = reports.setup(s, exp, v)
+        design_ = audit.design_frame(s, exp)
+    assert setup.capability_benchmark and setup.scorer
+    cap = analysis.capability_values(v, capability_benchmark=setup.capability_benchmark, scorer=setup.scorer)
+    benches = setup.safety_benchmarks
+    out = at_target.corrected_at_target(
+        v, humans, cap_pv=cap, target=setup.target, evaluator=judge, benchmarks=benches, annotator="a", design=design_
+    )
+    head = analysis.overview(
+        v, target=setup.target, capability_benchmark=setup.capability_benchmark, scorer=setup.scorer,
+        safety_benchmarks=benches, evaluator=judge,
+    )["compare"]  # fmt: skip
+    m = out["matched"].join(head.select("mitigation", "interp_value"), on="mitigation")
+    assert m.height == 4
+    assert np.allclose(m["value"], m["interp_value"])
+    assert np.allclose(m["corrected"], m["value"], atol=1e-9)  # labels agree with the judge: no correction
+    rates = corrected_rates(v, humans, evaluator=judge, benchmarks=benches, annotator="a", design=design_)
+    w = at_target.target_weights(cap, setup.target).join(rates.select("checkpoint_id", "corrected"), on="checkpoint_id")
+    by_hand = w.group_by("mitigation").agg((pl.col("weight") * pl.col("corrected")).sum().alias("c")).sort("mitigation")
+    assert np.allclose(by_hand["c"], out["matched"].sort("mitigation")["corrected"])

@@ -168,6 +168,14 @@ CASES: list[tuple[str, Setup, str]] = [
         "good",
     ),
     ("serve missing db", lambda t: ["serve", "--db", str(t / "missing.db")], "none"),
+    ("audit draw unknown experiment", lambda t: ["audit", "draw", "-e", "nope", "--n", "5"], "good"),
+    ("audit draw unknown evaluator", lambda t: ["audit", "draw", "-e", "exp1", "--n", "5", "-j", "nope"], "good"),
+    ("audit draw foreign", lambda t: ["audit", "draw", "-e", "exp1", "--n", "5"], "foreign"),
+    ("audit ls unknown experiment", lambda t: ["audit", "ls", "-e", "nope"], "good"),
+    ("audit ls damaged", lambda t: ["audit", "ls", "-e", "exp1"], "damaged"),
+    ("audit export no sample", lambda t: ["audit", "export", "-e", "exp1", str(t / "a.csv")], "good"),
+    ("audit import no sample", lambda t: ["audit", "import", "-e", "exp1", _csv(t)], "good"),
+    ("audit import missing file", lambda t: ["audit", "import", "-e", "exp1", str(t / "no.csv")], "good"),
 ]
 
 
