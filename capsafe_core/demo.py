@@ -62,6 +62,7 @@ class DemoConfig:
     save_every: int = 5
     max_steps: int = 30
     min_saves: int = 5
+    repeat_min_saves: int = 2  # repeated runs (seeds 1, ...) stop one save after the target, after 2 saves at least
     extra_saves: int = 1
     task_examples: int = 3000
     max_new_tokens: int = 64
@@ -190,7 +191,7 @@ def finetune_all(
             capability_limit=cfg.eval_limit,
             capability_target=cfg.capability_target,
             extra_saves=cfg.extra_saves,
-            min_saves=cfg.min_saves,
+            min_saves=cfg.min_saves if seed == 0 else cfg.repeat_min_saves,
             save_every=cfg.save_every,
             max_steps=cfg.max_steps,
             learning_rate=cfg.task_lr,

@@ -200,8 +200,9 @@ class CheckpointEvaluator:
 
 
 def step0(store: Store, cfg: FinetuneConfig, mitigation: str, model_ref: str) -> float | None:
-    """Copy step 0 from ``cfg.step0_from`` or from another run (seed) of this mitigation, where it was
-    evaluated from the same weights (by hash), instead of evaluating it again."""
+    """Copy step 0 from another run (seed) of this mitigation, from ``cfg.step0_from``, or from any
+    mitigation's step 0 evaluated from the same weights (by hash: the same starting model), instead of
+    evaluating it again."""
     from capsafe_core.backends.models import model_hash, resolve_model
 
     if runs.checkpoint_id(store, cfg.experiment, mitigation, 0, cfg.seed) is not None:
@@ -210,6 +211,8 @@ def step0(store: Store, cfg: FinetuneConfig, mitigation: str, model_ref: str) ->
     src = runs.step0_checkpoint(store, cfg.experiment, mitigation, model_ref, weights)
     if src is None and cfg.step0_from is not None and cfg.step0_from != mitigation:
         src = runs.step0_checkpoint(store, cfg.experiment, cfg.step0_from, model_ref, weights)
+    if src is None and weights is not None:
+        src = runs.step0_checkpoint(store, cfg.experiment, None, model_ref, weights)
     if src is None:
         return None
     with store.transaction():

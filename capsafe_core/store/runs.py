@@ -161,15 +161,15 @@ def generations_in_scope(store: Store, *, experiment: str | None, benchmark: str
 
 
 def step0_checkpoint(
-    store: Store, experiment: str, mitigation: str, model_ref: str, model_hash: str | None = None
+    store: Store, experiment: str, mitigation: str | None, model_ref: str, model_hash: str | None = None
 ) -> int | None:
-    """The step-0 checkpoint of a mitigation evaluated from ``model_ref`` (of any run: step 0 is the
-    starting model, the same for every seed), if stored; with ``model_hash``, only one evaluated from
-    weights of that hash (itself, or the checkpoint it was copied from)."""
+    """The step-0 checkpoint of a mitigation (any, where None) evaluated from ``model_ref`` (of any run:
+    step 0 is the starting model, the same for every seed), if stored; with ``model_hash``, only one
+    evaluated from weights of that hash (itself, or the checkpoint it was copied from)."""
     row = store.conn.execute(
         """SELECT c.id FROM checkpoints c JOIN experiments e ON e.id = c.experiment_id
            LEFT JOIN checkpoints src ON src.id = json_extract(c.meta, '$.copied_from.checkpoint_id')
-           WHERE e.name = ? AND c.mitigation = ? AND c.step = 0 AND c.model_ref = ?
+           WHERE e.name = ? AND (?2 IS NULL OR c.mitigation = ?2) AND c.step = 0 AND c.model_ref = ?
              AND (? IS NULL OR coalesce(json_extract(c.meta, '$.run.backend.model_hash'),
                                         json_extract(src.meta, '$.run.backend.model_hash')) = ?)
            ORDER BY c.seed LIMIT 1""",
