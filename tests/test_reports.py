@@ -180,10 +180,14 @@ def test_xstest_kappa_matches_sklearn(tmp_path):
 
 
 def _to_schema_1(path):
-    """Turn a database into what capsafe's first schema wrote: checkpoints without seeds."""
+    """Turn a database into what capsafe's first schema wrote: checkpoints without seeds (and without
+    what later schemas added: audit samples, label sources)."""
     conn = sqlite3.connect(path)
     conn.executescript(
-        """DROP INDEX idx_checkpoints_experiment_id_mitigation_seed_step;
+        """DROP TABLE audit_items;
+           DROP TABLE audit_samples;
+           ALTER TABLE human_labels DROP COLUMN source;
+           DROP INDEX idx_checkpoints_experiment_id_mitigation_seed_step;
            ALTER TABLE checkpoints DROP COLUMN seed;
            CREATE UNIQUE INDEX idx_checkpoints_experiment_id_mitigation_step
              ON checkpoints(experiment_id, mitigation, step);
