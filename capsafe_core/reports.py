@@ -208,37 +208,52 @@ def compact_compare(tables: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
     }
 
 
-def headline(head: pl.DataFrame, *, target: float, evaluator: str, benches: list[str]) -> str:
-    """The Overview's sentence (Markdown, names inert) from one view's ``compare`` frame: the lowest
-    mitigation, which others are indistinguishable from it, and which are significantly worse."""
+def headline(head: pl.DataFrame, *, target: float, evaluator: str, benches: list[str], plain: bool = False) -> str:
+    """The Overview's sentence from one view's ``compare`` frame: the lowest mitigation, which others are
+    indistinguishable from it, and which are significantly worse. Markdown with names inert, or with
+    ``plain`` unformatted text (to be escaped by the caller, e.g. for HTML)."""
     from capsafe_core import inert
+
+    def n(x: object) -> str:
+        return str(x) if plain else inert.md(x)
+
+    def nl(xs: list[str]) -> str:
+        return ", ".join(n(x) for x in xs)
+
+    def b(t: str) -> str:
+        return t if plain else f"**{t}**"
 
     reached = head.filter(pl.col("interp_value").is_not_null()).sort("interp_value")
     missing = head.filter(pl.col("interp_value").is_null())["mitigation"].to_list()
-    tail = f" Not reaching the target: {inert.md_list(missing)}." if missing else ""
+    tail = f" Not reaching the target: {nl(missing)}." if missing else ""
     if reached.height == 0:
-        return f"No mitigation reaches capability **{target:g}**.{tail}"
+        return f"No mitigation reaches capability {b(f'{target:g}')}.{tail}"
     best = reached.row(0, named=True)
     best_set = [m for m in best.get("best_set") or [best["mitigation"]] if m != best["mitigation"]]
     worse = [m for m in reached["mitigation"].to_list()[1:] if m not in best_set]
     value = analysis.format_ci(best["interp_value"], best["interp_lo"], best["interp_hi"])
-    where = f"by {inert.md(evaluator)} on {inert.md_list(benches)}"
+    where = f"by {n(evaluator)} on {nl(benches)}"
+    at = f"At capability {b(f'{target:g}')}"
     if reached.height == 1:
-        text = f"At capability **{target:g}**, only **{inert.md(best['mitigation'])}** is measured: {value} {where}."
+        text = f"{at}, only {b(n(best['mitigation']))} is measured: {value} {where}."
     elif not worse:
         text = (
-            f"At capability **{target:g}**, the mitigations are **indistinguishable** {where}: none is significantly "
-            f"safer than another (lowest: {inert.md(best['mitigation'])}, {value})."
+            f"{at}, the mitigations are {b('indistinguishable')} {where}: none is significantly "
+            f"safer than another (lowest: {n(best['mitigation'])}, {value})."
         )
     else:
-        same = f"; indistinguishable from it: {inert.md_list(best_set)}" if best_set else ""
+        same = f"; indistinguishable from it: {nl(best_set)}" if best_set else ""
         text = (
-            f"At capability **{target:g}**, the lowest unsafe rate {where} is **{inert.md(best['mitigation'])}** "
-            f"({value}){same}; significantly worse: {inert.md_list(worse)}."
+            f"{at}, the lowest unsafe rate {where} is {b(n(best['mitigation']))} "
+            f"({value}){same}; significantly worse: {nl(worse)}."
         )
+    return text + tail
+
+
+def overview_sentence(head: pl.DataFrame, *, target: float, evaluator: str, benches: list[str]) -> str:
+    """``headline`` and where to look next, for the Overview page."""
     return (
-        text
-        + tail
+        headline(head, target=target, evaluator=evaluator, benches=benches)
         + " Check on **Compare** whether that holds for other judges and benchmarks, and on **Judges** how far the "
         "judges can be trusted on incoherent answers."
     )

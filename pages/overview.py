@@ -72,7 +72,9 @@ st.caption(
     f"{analysis.WHAT_THE_CI_INCLUDES}. Grey points: single runs (seeds). Green: the best set, the lowest "
     "mitigation and those not significantly worse than it (paired bootstrap, Holm-corrected)."
 )
-st.markdown(reports.headline(head, target=target, evaluator=evaluator, benches=benches or ctx.safety_benchmarks))
+st.markdown(
+    reports.overview_sentence(head, target=target, evaluator=evaluator, benches=benches or ctx.safety_benchmarks)
+)
 table = head.select(
     "mitigation",
     pl.format("{}/{}", "seeds_reached", "seeds").alias("runs reaching the target"),
@@ -109,6 +111,16 @@ if picked is not None:
     st.markdown(sentence)
     weights = f"weighted by the design of audit sample {inert.md(sample)}" if sample else "taken as a random sample"
     st.caption(f"{at_target.WHAT_THE_CORRECTED_CI_INCLUDES}. Labels {weights}.")
+
+if st.button("Prepare the report (HTML)", key="ov_report"):
+    from capsafe_core.report import build_report
+    from capsafe_core.store import Store
+
+    with Store.open(ctx.path, read_only=True) as s:
+        html = build_report(s, experiment=ctx.experiment, target=target, annotator=picked[0] if picked else None)
+    st.download_button(
+        "Download report", html.encode("utf-8"), file_name=f"{ctx.experiment}-report.html", mime="text/html"
+    )
 
 meta = json.loads(ctx.meta)
 if "demo" in meta:

@@ -152,3 +152,33 @@ def rates_cmd(
             + (f", corrected with {annotator}'s labels" if annotator else "")
         },
     )
+
+
+@cli.command(name="report")
+@click.option("--experiment", "-e", help="The experiment (default: the database's first).")
+@click.option("--target", type=float, help="Capability target (default: the experiment's).")
+@click.option("--correct-with", "annotator", help="Also show values corrected with this annotator's labels.")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="The HTML file to write.")
+@db_option
+def report_cmd(experiment: str | None, target: float | None, annotator: str | None, out: str, db_path: str) -> None:
+    """Write one self-contained HTML report of an experiment: setup and provenance, safety at the
+    capability target with CIs (and corrected values), figures, sensitivity to benchmark and judge,
+    where judges fail (with example responses as inert text), and the limitations the data show. It
+    loads nothing from the network: plotly.js is inside, so it opens offline in any browser.
+
+    \b
+    Example:
+      capsafe report --db demo --experiment smollm2-arithmetic -o report.html
+    """
+    from pathlib import Path
+
+    from capsafe_core.report import write_report
+
+    path = Path(out)
+    if not path.parent.is_dir():
+        from capsafe_core.errors import NotFound
+
+        raise NotFound(f"No folder {path.parent} for the report; create it first (mkdir -p {path.parent})")
+    with open_store(db_path, read_only=True) as store:
+        size = write_report(store, path, experiment=experiment, target=target, annotator=annotator)
+    click.echo(f"Wrote {out} ({size / 1e6:.1f} MB)")
