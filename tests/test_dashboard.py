@@ -107,3 +107,11 @@ def test_label_saves_a_label(monkeypatch, tmp_path):
     rows = conn.execute("SELECT annotator, label, coherent FROM human_labels WHERE annotator = 'tester'").fetchall()
     conn.close()
     assert rows == [("tester", "harmful", 1)]
+
+
+def test_overview_prepares_the_report(app):
+    at = goto(app, "overview")
+    at.button(key="ov_report").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    downloads = [e for e in at.get("download_button") if "report" in e.proto.label.lower()]
+    assert downloads, "no report download after preparing it"
