@@ -21,7 +21,7 @@ $(VENV)/.light: pyproject.toml | $(BIN)/python
 $(VENV)/.full: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
 	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install -q --no-cache-dir "llama-cpp-python[server]==0.3.36"
-	$(BIN)/pip install -q -e ".[models,demo,importers,test]"
+	$(BIN)/pip install -q -e ".[models,demo,importers,test,ray]"
 	touch $@
 
 # headless Chromium for the browser tests (Debian packages; Playwright's own download does not work offline)

@@ -9,6 +9,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 
@@ -120,3 +121,32 @@ def dashboard(db: str, *, env: dict[str, str] | None = None) -> Iterator[str]:
         yield url
     finally:
         stop(proc)
+
+
+@contextlib.contextmanager
+def llama_cpp_fleet_member(model_path: str, aliases: list[str], *, n_ctx: int = 512) -> Iterator[tuple[str, Any]]:
+    """One ``llama_cpp.server`` serving ``model_path`` under several names (its multi-model config file), as
+    a vLLM server serves several LoRA checkpoints; yields (its /v1 base URL, the process, to kill it)."""
+    import json
+
+    port = free_port()
+    config = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)  # noqa: SIM115
+    models = [{"model": model_path, "model_alias": a, "n_ctx": n_ctx, "n_threads": 1} for a in aliases]
+    json.dump({"host": "127.0.0.1", "port": port, "models": models}, config)
+    config.close()
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--config_file", config.name],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        wait_until_up(f"{url}/models", proc, seconds=120, what="llama.cpp server", log=log)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            stop(proc)
+        log.close()
+        __import__("os").unlink(config.name)

@@ -101,6 +101,15 @@ def _truncated_eval(tmp: Path) -> str:
     return str(p)
 
 
+_SWEEP = 'experiment = "x"\n[benchmarks]\nadvbench = 2\n[[checkpoint]]\nstep = 0\nmodel = "m"\n'
+
+
+def _toml(tmp: Path, body: str) -> str:
+    p = tmp / "sweep.toml"
+    p.write_text(body)
+    return str(p)
+
+
 # (name, command builder: tmp folder → args without --db, database kind or "good")
 CASES: list[tuple[str, Setup, str]] = [
     ("init folder", lambda t: ["init"], "folder"),
@@ -172,6 +181,11 @@ CASES: list[tuple[str, Setup, str]] = [
     ("report missing folder", lambda t: ["report", "-o", str(t / "no" / "r.html")], "good"),
     ("report bad target", lambda t: ["report", "--target", "2", "-o", str(t / "r.html")], "good"),
     ("report damaged", lambda t: ["report", "-o", str(t / "r.html")], "damaged"),
+    ("sweep missing file", lambda t: ["sweep", str(t / "none.toml")], "good"),
+    ("sweep bad toml", lambda t: ["sweep", _toml(t, "experiment = [")], "good"),
+    ("sweep unknown benchmark", lambda t: ["sweep", _toml(t, _SWEEP.replace("advbench", "advbnch"))], "good"),
+    ("sweep servers without urls", lambda t: ["sweep", _toml(t, _SWEEP), "--executor", "servers"], "good"),
+    ("sweep damaged", lambda t: ["sweep", _toml(t, _SWEEP), "--dry-run"], "damaged"),
     ("audit draw unknown experiment", lambda t: ["audit", "draw", "-e", "nope", "--n", "5"], "good"),
     ("audit draw unknown evaluator", lambda t: ["audit", "draw", "-e", "exp1", "--n", "5", "-j", "nope"], "good"),
     ("audit draw foreign", lambda t: ["audit", "draw", "-e", "exp1", "--n", "5"], "foreign"),

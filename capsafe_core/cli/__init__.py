@@ -4,10 +4,10 @@ Each command parses its options, opens the database (``--db`` or ``$CAPSAFE_DB``
 bundled demo) and calls one core function; errors are one line (``base``).
 """
 
-from capsafe_core.cli import audit, evaluation, imports, listing, reports, serve
+from capsafe_core.cli import audit, evaluation, imports, listing, reports, serve, sweep
 from capsafe_core.cli.base import cli
 
-__all__ = ["audit", "cli", "evaluation", "imports", "listing", "main", "reports", "serve"]
+__all__ = ["audit", "cli", "evaluation", "imports", "listing", "main", "reports", "serve", "sweep"]
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,13 +91,11 @@ def _todo_prompts(
     return [(b, p) for b, p in prompts if (b, p.ext_id) not in done]
 
 
-def run_checkpoint(store: Store, spec: RunSpec, *, progress: bool = True, backend: Backend | None = None) -> RunResult:
-    """Generate and judge one checkpoint on the given benchmarks (see the module docstring)."""
-    t0 = time.perf_counter()
+def checkpoint_prompts(spec: RunSpec) -> tuple[list[str], list[tuple[str, benchmarks.Prompt]]]:
+    """The benchmarks (groups expanded) and the prompts ``spec`` asks for; checks benchmarks and limits."""
     bench_names = benchmarks.expand(list(spec.benchmarks))
     if not bench_names:
         raise BadInput("No benchmarks given; pass --benchmarks a,b (list them with: capsafe ls benchmarks)")
-    plan = evaluator_plan(spec.evaluators, bench_names)
     if spec.limit is not None and spec.limit < 1:
         raise BadInput(f"--limit {spec.limit} must be at least 1")
     prompts = [
@@ -105,45 +103,52 @@ def run_checkpoint(store: Store, spec: RunSpec, *, progress: bool = True, backen
         for b in bench_names
         for p in benchmarks.select(benchmarks.load(b), limit=spec.limits.get(b, spec.limit), seed=spec.seed)
     ]
-    decoding = spec.decoding.to_json()
-    todo = _todo_prompts(
-        store, runs.checkpoint_id(store, spec.experiment, spec.mitigation, spec.step, spec.run_seed), prompts, decoding
+    return bench_names, prompts
+
+
+def todo_of(
+    store: Store, spec: RunSpec, prompts: list[tuple[str, benchmarks.Prompt]]
+) -> list[tuple[str, benchmarks.Prompt]]:
+    """The prompts of ``spec``'s checkpoint that have no stored generation under its decoding yet."""
+    ck = runs.checkpoint_id(store, spec.experiment, spec.mitigation, spec.step, spec.run_seed)
+    return _todo_prompts(store, ck, prompts, spec.decoding.to_json())
+
+
+def write_meta(store: Store, spec: RunSpec, bench_names: list[str], info: dict[str, Any] | None) -> dict[str, Any]:
+    """Experiment, checkpoint (with the run's meta, from the backend's ``describe``) and prompts, inside the
+    caller's transaction; returns ``exp_id``, ``ck_id`` and ``prompt_ids`` ((benchmark, ext_id) → id)."""
+    exp_id = store.upsert_experiment(spec.experiment, **spec.experiment_fields)
+    meta = {"run": _run_meta(spec, info)} if info is not None else None
+    ck_id = store.upsert_checkpoint(
+        exp_id, spec.mitigation, spec.step, seed=spec.run_seed, model_ref=spec.model, meta=meta
     )
-    result = RunResult(generations_stored=len(prompts) - len(todo))
+    ids: dict[tuple[str, str], int] = {}
+    for b in bench_names:
+        _, by_ext = benchmarks.ensure_in_store(store, b)
+        ids.update({(b, e): i for e, i in by_ext.items()})
+    return {"exp_id": exp_id, "ck_id": ck_id, "prompt_ids": ids}
 
-    owned = False
-    if todo and backend is None:
-        backend = load_backend(spec.backend, model=spec.model, **backend_options_of(spec))
-        owned = True
-    state: dict[str, Any] = {}
 
-    def write_meta() -> None:
-        """Experiment, checkpoint and prompts: written with the first batch, so a run that fails before
-        its first generation leaves the database as it was."""
-        state["exp_id"] = store.upsert_experiment(spec.experiment, **spec.experiment_fields)
-        meta = {"run": _run_meta(spec, backend)} if backend is not None else None
-        state["ck_id"] = store.upsert_checkpoint(
-            state["exp_id"], spec.mitigation, spec.step, seed=spec.run_seed, model_ref=spec.model, meta=meta
-        )
-        ids: dict[tuple[str, str], int] = {}
-        for b in bench_names:
-            _, by_ext = benchmarks.ensure_in_store(store, b)
-            ids.update({(b, e): i for e, i in by_ext.items()})
-        state["prompt_ids"] = ids
+def write_batch(
+    store: Store, spec: RunSpec, state: dict[str, Any], batch: Sequence[tuple[str, str]], outs: Sequence[Any]
+) -> None:
+    """One batch of completions (``batch``: (benchmark, ext_id) per completion) in the caller's transaction."""
+    decoding, stamp = spec.decoding.to_json(), now()
+    ck_id, prompt_ids = state["ck_id"], state["prompt_ids"]
+    store.upsert_generations(
+        (ck_id, prompt_ids[(b, e)], 0, decoding, o.text, o.n_tokens, o.finish_reason, stamp)
+        for (b, e), o in zip(batch, outs, strict=True)
+    )
 
-    try:
-        if todo:
-            assert backend is not None
-            result.generations_added = _generate(store, backend, spec, todo, write_meta, state, decoding, progress)
-        else:
-            with store.transaction():
-                write_meta()
-    finally:
-        if owned and backend is not None:
-            backend.close()
+
+def judge_checkpoint(
+    store: Store, spec: RunSpec, prompts: list[tuple[str, benchmarks.Prompt]], state: dict[str, Any], *, progress: bool
+) -> Any:
+    """Every missing verdict of the checkpoint's generations of ``prompts`` (``judging.judge``'s result)."""
+    plan = evaluator_plan(spec.evaluators, benchmarks.expand(list(spec.benchmarks)))
     exp_id, ck_id, prompt_ids = state["exp_id"], state["ck_id"], state["prompt_ids"]
     wanted = [prompt_ids[(b, p.ext_id)] for b, p in prompts]
-    scope = runs.generation_ids(store, ck_id, decoding, wanted)
+    scope = runs.generation_ids(store, ck_id, spec.decoding.to_json(), wanted)
     config = {
         "reference_model": spec.reference_model
         or usable_reference(reference_model_of(store, exp_id, ""))
@@ -153,7 +158,33 @@ def run_checkpoint(store: Store, spec: RunSpec, *, progress: bool = True, backen
         **experiment_context(store, exp_id),
         **spec.judge_options,
     }
-    judged = judge(store, plan, generation_ids=scope, config=config, progress=progress)
+    return judge(store, plan, generation_ids=scope, config=config, progress=progress)
+
+
+def run_checkpoint(store: Store, spec: RunSpec, *, progress: bool = True, backend: Backend | None = None) -> RunResult:
+    """Generate and judge one checkpoint on the given benchmarks (see the module docstring)."""
+    t0 = time.perf_counter()
+    bench_names, prompts = checkpoint_prompts(spec)
+    evaluator_plan(spec.evaluators, bench_names)  # unknown evaluators refused before anything runs
+    todo = todo_of(store, spec, prompts)
+    result = RunResult(generations_stored=len(prompts) - len(todo))
+
+    owned = False
+    if todo and backend is None:
+        backend = load_backend(spec.backend, model=spec.model, **backend_options_of(spec))
+        owned = True
+    state: dict[str, Any] = {}
+    try:
+        if todo:
+            assert backend is not None
+            result.generations_added = _generate(store, backend, spec, todo, bench_names, state, progress)
+        else:
+            with store.transaction():
+                state.update(write_meta(store, spec, bench_names, None))
+    finally:
+        if owned and backend is not None:
+            backend.close()
+    judged = judge_checkpoint(store, spec, prompts, state, progress=progress)
     result.judgments_added = judged.judgments_added
     result.judgments_stored = judged.judgments_stored
     result.per_evaluator = judged.per_evaluator
@@ -166,11 +197,12 @@ def _generate(
     backend: Backend,
     spec: RunSpec,
     todo: list[tuple[str, benchmarks.Prompt]],
-    write_meta: Callable[[], None],
+    bench_names: list[str],
     state: dict[str, Any],
-    decoding: str,
     progress: bool,
 ) -> int:
+    """Generate ``todo`` in batches, each committed on its own; the first also writes experiment,
+    checkpoint and prompts, so a run that fails before its first generation leaves the database as it was."""
     # longest first, so each batch holds prompts of similar length (less padding)
     todo = sorted(todo, key=lambda bp: -len(bp[1].text))
     added = 0
@@ -180,15 +212,10 @@ def _generate(
         for start in range(0, len(todo), size):
             batch = todo[start : start + size]
             outs = backend.generate([chat(p.text, spec.decoding) for _, p in batch], spec.decoding)
-            stamp = now()
             with store.transaction():
                 if start == 0:
-                    write_meta()
-                ck_id, prompt_ids = state["ck_id"], state["prompt_ids"]
-                store.upsert_generations(
-                    (ck_id, prompt_ids[(b, p.ext_id)], 0, decoding, o.text, o.n_tokens, o.finish_reason, stamp)
-                    for (b, p), o in zip(batch, outs, strict=True)
-                )
+                    state.update(write_meta(store, spec, bench_names, backend.describe()))
+                write_batch(store, spec, state, [(b, p.ext_id) for b, p in batch], outs)
             added += len(batch)
             bar.update(len(batch))
     finally:
@@ -196,8 +223,7 @@ def _generate(
     return added
 
 
-def _run_meta(spec: RunSpec, backend: Backend) -> dict[str, Any]:
-    info = backend.describe()
+def _run_meta(spec: RunSpec, info: dict[str, Any]) -> dict[str, Any]:
     return {
         "command": spec.command,
         "decoding": asdict(spec.decoding),

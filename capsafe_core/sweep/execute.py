@@ -1,0 +1,280 @@
+"""Running a sweep: every checkpoint's missing generations, then every missing verdict, written through the
+one store from this process whatever runs the models.
+
+- ``local``: ``capsafe run``'s runner, one checkpoint after another.
+- ``servers``: OpenAI-compatible servers (vLLM with ``--enable-lora``, llama.cpp, TGI, a hosted API); a
+  checkpoint is a served model name and goes to a server that serves it (read from its ``/v1/models``), a
+  thread per server with ``concurrency`` requests in flight. Each batch is written as it arrives; a server
+  that stops answering is dropped and its checkpoint continues, from its stored batches on, on another
+  server serving the same name.
+- ``ray``: each checkpoint a Ray task (resources from the file) on an existing cluster or a local instance;
+  tasks return completions and the driver writes them.
+
+A checkpoint's work is computed from the store when it starts, so a rerun, or a checkpoint moved to
+another server, generates only what is missing.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import polars as pl
+
+from capsafe_core.backends import Completion, chat
+from capsafe_core.errors import BackendError, BadInput
+from capsafe_core.runner import RunSpec, run_checkpoint
+from capsafe_core.runner.generation import (
+    backend_options_of,
+    checkpoint_prompts,
+    judge_checkpoint,
+    todo_of,
+    write_batch,
+    write_meta,
+)
+from capsafe_core.store import Store
+from capsafe_core.sweep.plan import Sweep
+
+EXECUTORS = ("local", "servers", "ray")
+Event = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class SweepResult:
+    checkpoints: int = 0
+    generations_added: int = 0
+    judgments_added: int = 0
+    seconds: float = 0.0
+    per_server: dict[str, int] = field(default_factory=dict)
+    dropped: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        rate = self.generations_added / self.seconds if self.seconds else 0.0
+        line = (
+            f"Sweep done: {self.checkpoints} checkpoints, {self.generations_added:,} generations added "
+            f"({rate:.1f}/s), {self.judgments_added:,} judgments added in {self.seconds:.1f} s"
+        )
+        if self.per_server:
+            line += "; generations per server: " + ", ".join(f"{u} {n:,}" for u, n in self.per_server.items())
+        if self.dropped:
+            line += f"; servers dropped: {', '.join(self.dropped)}"
+        return line
+
+
+class Progress:
+    """Checkpoints done of all, generations per second and the time left, one line per change."""
+
+    def __init__(self, total: int, todo: int, enabled: bool) -> None:
+        self.total, self.todo, self.enabled = total, todo, enabled
+        self.done, self.generated, self.t0 = 0, 0, time.perf_counter()
+
+    def add(self, generations: int = 0, checkpoints: int = 0) -> None:
+        self.generated += generations
+        self.done += checkpoints
+        if not self.enabled:
+            return
+        rate = self.generated / max(time.perf_counter() - self.t0, 1e-9)
+        left = max(self.todo - self.generated, 0)
+        eta = f"{left / rate / 60:.1f} min" if rate > 0 else "?"
+        print(
+            f"[sweep] {self.done}/{self.total} checkpoints, {self.generated:,}/{self.todo:,} generations, "
+            f"{rate:.1f}/s, ETA {eta}",
+            file=sys.stderr,
+        )
+
+
+def plan_table(store: Store, sweep: Sweep) -> pl.DataFrame:
+    """``--dry-run``: per checkpoint the prompts asked for, those stored and those to generate."""
+    rows = []
+    for spec in sweep.specs:
+        _, prompts = checkpoint_prompts(spec)
+        todo = todo_of(store, spec, prompts)
+        rows.append(
+            {"mitigation": spec.mitigation, "seed": spec.run_seed, "step": spec.step, "model": spec.model}
+            | {"prompts": len(prompts), "stored": len(prompts) - len(todo), "to_generate": len(todo)}
+        )
+    return pl.DataFrame(rows)
+
+
+def run(
+    store: Store, sweep: Sweep, executor: str, *, progress: bool = True, on_event: Event | None = None
+) -> SweepResult:
+    """Run the sweep with ``executor``; returns what it added."""
+    if executor not in EXECUTORS:
+        raise BadInput(f"Unknown executor '{executor}'; use {', '.join(EXECUTORS)}")
+    t0 = time.perf_counter()
+    works = [(spec, *checkpoint_prompts(spec)) for spec in sweep.specs]
+    todo = sum(len(todo_of(store, s, p)) for s, _, p in works)
+    bar = Progress(len(works), todo, progress)
+    result = SweepResult(checkpoints=len(works))
+    event = on_event or (lambda kind, info: None)
+    if executor == "local":
+        for spec, _, _ in works:
+            r = run_checkpoint(store, spec, progress=False)
+            result.generations_added += r.generations_added
+            result.judgments_added += r.judgments_added
+            bar.add(r.generations_added, 1)
+    else:
+        states = _servers(store, sweep, works, bar, result, event) if executor == "servers" else _ray(
+            store, sweep, works, bar, result
+        )  # fmt: skip
+        for i, (spec, names, prompts) in enumerate(works):
+            state = states.get(i)
+            if state is None:
+                with store.transaction():
+                    state = write_meta(store, spec, names, None)
+            result.judgments_added += judge_checkpoint(store, spec, prompts, state, progress=False).judgments_added
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _models(url: str) -> set[str] | None:
+    """The model names a server serves (``None``: it cannot be reached)."""
+    try:
+        r = httpx.get(f"{url.rstrip('/')}/models", timeout=10.0)
+        return {str(m.get("id")) for m in r.json().get("data", [])} if r.status_code < 400 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def generate_all(
+    spec: RunSpec, keys: list[tuple[str, str]], texts: list[str], backend: Any, put: Callable[..., None]
+) -> None:
+    """Generate ``texts`` (prompts of ``keys``) in batches of ``spec``'s size, handing each to ``put``."""
+    size = spec.batch_size or getattr(backend, "batch_size", None) or 16
+    for start in range(0, len(keys), size):
+        outs = backend.generate([chat(t, spec.decoding) for t in texts[start : start + size]], spec.decoding)
+        put(keys[start : start + size], outs, backend.describe())
+
+
+def _servers(
+    store: Store, sweep: Sweep, works: list[Any], bar: Progress, result: SweepResult, event: Event
+) -> dict[int, dict[str, Any]]:
+    from capsafe_core.backends.openai_compat import OpenAIBackend
+
+    served = {u: m for u in sweep.servers if (m := _models(u)) is not None}
+    if not sweep.servers:
+        raise BadInput(f"{sweep.path}: --executor servers needs [servers] urls = [...]")
+    if not served:
+        raise BackendError(f"None of the servers answers at /v1/models: {', '.join(sweep.servers)}; start them")
+    for spec, _, _ in works:
+        if not any(spec.model in m for m in served.values()):
+            names = ", ".join(sorted(set().union(*served.values())))
+            raise BadInput(f"No server serves the model '{spec.model}' (served: {names}); serve it or fix the sweep")
+    pending = list(range(len(works)))
+    states: dict[int, dict[str, Any]] = {}
+    busy: dict[str, tuple[int, Future[None]]] = {}
+    out: queue.Queue[tuple[int, str, list[tuple[str, str]], list[Completion], dict[str, Any]]] = queue.Queue()
+
+    def worker(url: str, i: int, keys: list[tuple[str, str]], texts: list[str]) -> None:
+        spec = works[i][0]
+        backend = OpenAIBackend(spec.model, base_url=url, concurrency=sweep.server_concurrency,
+                                timeout=spec.timeout, max_retries=spec.max_retries)  # fmt: skip
+        generate_all(spec, keys, texts, backend, lambda k, o, info: out.put((i, url, k, o, info)))
+
+    with ThreadPoolExecutor(max_workers=len(served)) as pool:
+        while pending or busy:
+            for url in [u for u in served if u not in busy]:
+                i = next((j for j in pending if works[j][0].model in served[url]), None)
+                if i is None:
+                    continue
+                pending.remove(i)
+                todo = todo_of(store, works[i][0], works[i][2])
+                if not todo:
+                    bar.add(0, 1)
+                    continue
+                keys, texts = [(b, p.ext_id) for b, p in todo], [p.text for _, p in todo]
+                busy[url] = (i, pool.submit(worker, url, i, keys, texts))
+                event("start", {"server": url, "checkpoint": i})
+            finished = [(u, i, f) for u, (i, f) in busy.items() if f.done()]
+            _drain(store, works, out, states, bar, result, event, block=not finished)
+            for url, i, fut in finished:
+                del busy[url]
+                err = fut.exception()
+                if err is None:
+                    bar.add(0, 1)
+                    continue
+                if not isinstance(err, BackendError):
+                    raise err
+                del served[url]
+                result.dropped.append(url)
+                event("dropped", {"server": url, "checkpoint": i, "error": str(err)})
+                if not any(works[i][0].model in m for m in served.values()):
+                    raise BackendError(f"{err} — and no other server serves '{works[i][0].model}'")
+                pending.insert(0, i)
+    return states
+
+
+def _drain(store: Store, works: list[Any], out: queue.Queue[Any], states: dict[int, dict[str, Any]], bar: Progress,
+           result: SweepResult, event: Event, *, block: bool) -> None:  # fmt: skip
+    """Write every batch that has arrived (waiting a little for one where ``block``)."""
+    while True:
+        try:
+            i, url, keys, outs, info = out.get(timeout=0.2) if block else out.get_nowait()
+        except queue.Empty:
+            return
+        block = False
+        spec, names, _ = works[i]
+        with store.transaction():
+            if i not in states:
+                states[i] = write_meta(store, spec, names, info)
+            write_batch(store, spec, states[i], keys, outs)
+        result.generations_added += len(keys)
+        result.per_server[url] = result.per_server.get(url, 0) + len(keys)
+        bar.add(len(keys))
+        event("batch", {"server": url, "checkpoint": i, "n": len(keys)})
+
+
+def _remote_generate(spec: RunSpec, keys: list[tuple[str, str]], texts: list[str]) -> tuple[list[Any], dict[str, Any]]:
+    """A Ray task: load the checkpoint's model where the task runs, generate, return plain tuples."""
+    from capsafe_core.backends import load_backend
+
+    backend = load_backend(spec.backend, model=spec.model, **backend_options_of(spec))
+    got: list[Any] = []
+    info: dict[str, Any] = {}
+
+    def put(k: list[tuple[str, str]], outs: list[Completion], d: dict[str, Any]) -> None:
+        got.extend((kk, o.text, o.n_tokens, o.finish_reason) for kk, o in zip(k, outs, strict=True))
+        info.update(d)
+
+    try:
+        generate_all(spec, keys, texts, backend, put)
+    finally:
+        backend.close()
+    return got, info
+
+
+def _ray(store: Store, sweep: Sweep, works: list[Any], bar: Progress, result: SweepResult) -> dict[int, dict[str, Any]]:
+    try:
+        import ray
+    except ImportError:
+        raise BadInput("--executor ray needs Ray: pip install -e '.[ray]'") from None
+    opts = {k: sweep.ray[k] for k in ("num_gpus", "num_cpus") if k in sweep.ray}
+    if not ray.is_initialized():
+        ray.init(address=sweep.ray.get("address"), include_dashboard=False, log_to_driver=False)
+    task = ray.remote(_remote_generate).options(**opts)
+    refs = {}
+    for i, (spec, _, prompts) in enumerate(works):
+        todo = todo_of(store, spec, prompts)
+        if todo:
+            refs[task.remote(spec, [(b, p.ext_id) for b, p in todo], [p.text for _, p in todo])] = i
+        else:
+            bar.add(0, 1)
+    states: dict[int, dict[str, Any]] = {}
+    while refs:
+        ready, _ = ray.wait(list(refs), num_returns=1)
+        i = refs.pop(ready[0])
+        got, info = ray.get(ready[0])
+        spec, names, _ = works[i]
+        with store.transaction():
+            states[i] = write_meta(store, spec, names, info)
+            write_batch(store, spec, states[i], [g[0] for g in got], [Completion(*g[1:]) for g in got])
+        result.generations_added += len(got)
+        bar.add(len(got), 1)
+    return states
