@@ -100,6 +100,7 @@ class Figures:
     def __call__(self, fig: go.Figure, caption: str = "") -> str:
         first = self.count == 0
         self.count += 1
+        fig.update_layout(margin={"l": 80})  # room for the axis title and ticks in a page without Streamlit's
         body = fig.to_html(
             full_html=False,
             include_plotlyjs=first,
