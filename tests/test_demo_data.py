@@ -34,7 +34,7 @@ def _rate(db, experiment, mitigation, step, evaluator, label, kind):
 
 def test_small_enough_for_git():
     assert bundled.demo_archive().stat().st_size <= 10 * 1024 * 1024  # what git holds
-    assert DEMO.stat().st_size <= 30 * 1024 * 1024
+    assert DEMO.stat().st_size <= 64 * 1024 * 1024
 
 
 def test_every_checkpoint_has_every_prompt_and_every_verdict(db):
@@ -45,7 +45,8 @@ def test_every_checkpoint_has_every_prompt_and_every_verdict(db):
     ).fetchall()
     assert len({r[0] for r in runs}) >= 3
     for mit, seed, n, first in runs:
-        assert n >= 6 and first == 0, (mit, seed)  # step 0 plus at least 5 saves, in every run
+        # step 0 plus at least 5 saves in every first run; repeated runs stop one save after the target
+        assert n >= (6 if seed == 0 else 3) and first == 0, (mit, seed)
     benches = dict(
         db.execute(
             """SELECT b.name, count(DISTINCT g.prompt_id) FROM generations g JOIN prompts p ON p.id = g.prompt_id
@@ -102,10 +103,6 @@ def test_the_demo_shows_the_tradeoff(db):
     assert aligned >= 0.6 and aligned > raw + 0.3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the demo's repeated runs (seeds 1-2 of none and lower_lr) are not built yet: capsafe demo build --extend",
-)
 def test_repeated_runs(db):
     """At least three runs (seeds) for at least two mitigations, each reaching the capability target;
     seed 0 is the original single run."""
