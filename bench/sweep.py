@@ -2,7 +2,7 @@
 
 Run: python bench/sweep.py [--checkpoints 6] [--prompts 8] [--tokens 32]
 
-Each server is ``llama_cpp.server`` with one thread, serving the shipped SmolLM2 GGUF under one name per
+Each server is ``llama_cpp.server`` with one thread (for prompts and for generation), serving the shipped SmolLM2 GGUF under one name per
 checkpoint (its multi-model config), as a vLLM server serves LoRA checkpoints by name. The same sweep
 (checkpoints × harmbench prompts, greedy) runs into a fresh database against one server, then against two;
 the script prints generations per second of each and the ratio.
@@ -59,8 +59,8 @@ def main() -> None:
     aliases = [f"ckpt-{i}" for i in range(args.checkpoints)]
     with (
         tempfile.TemporaryDirectory() as tmp,
-        llama_cpp_fleet_member(gguf, aliases) as (a, _),
-        llama_cpp_fleet_member(gguf, aliases) as (b, _),
+        llama_cpp_fleet_member(gguf, aliases, n_ctx=1024) as (a, _),
+        llama_cpp_fleet_member(gguf, aliases, n_ctx=1024) as (b, _),
     ):
         one = timed(Path(tmp), [a], aliases, args.prompts, args.tokens)
         two = timed(Path(tmp), [a, b], aliases, args.prompts, args.tokens)

@@ -30,6 +30,11 @@ class BackendError(CapsafeError):
     """A model backend failed (server error, timeout, unreadable model file)."""
 
 
+class ServerUnreachable(BackendError):
+    """A server did not answer at all (connection lost or refused, timed out after retries): another server
+    may take its work, where an error it answers with (a bad request) would recur anywhere."""
+
+
 def unknown_name(kind: str, name: str, available: Iterable[str], *, hint: str = "") -> NotFound:
     """``Unknown benchmark 'advbnch'. Did you mean 'advbench'? Available: ...``."""
     names = sorted(available)

@@ -131,7 +131,9 @@ def llama_cpp_fleet_member(model_path: str, aliases: list[str], *, n_ctx: int = 
 
     port = free_port()
     config = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)  # noqa: SIM115
-    models = [{"model": model_path, "model_alias": a, "n_ctx": n_ctx, "n_threads": 1} for a in aliases]
+    models = [
+        {"model": model_path, "model_alias": a, "n_ctx": n_ctx, "n_threads": 1, "n_threads_batch": 1} for a in aliases
+    ]
     json.dump({"host": "127.0.0.1", "port": port, "models": models}, config)
     config.close()
     log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from capsafe_core.backends import Completion, Decoding, Message
-from capsafe_core.errors import BackendError
+from capsafe_core.errors import BackendError, ServerUnreachable
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
@@ -47,7 +47,7 @@ class OpenAIBackend:
         try:
             r = httpx.get(f"{self.base_url}/models", headers=self.headers, timeout=10.0)
         except httpx.TransportError as e:
-            raise BackendError(
+            raise ServerUnreachable(
                 f"Cannot reach an OpenAI-compatible server at {self.base_url} ({type(e).__name__}); "
                 f"start the server or fix --base-url"
             ) from None
@@ -100,20 +100,22 @@ class OpenAIBackend:
                 r = await client.post(url, json=body)
             except httpx.TimeoutException:
                 if last:
-                    raise BackendError(
+                    raise ServerUnreachable(
                         f"{url} did not answer within {self.timeout:g} s after {attempt + 1} tries; "
                         f"raise --timeout or check the server's load"
                     ) from None
             except httpx.TransportError as e:
                 if last:
-                    raise BackendError(
+                    raise ServerUnreachable(
                         f"Lost the connection to {url} ({type(e).__name__}); is the server up?"
                     ) from None
             else:
                 if r.status_code < 400:
                     return _parse(r, url)
-                if r.status_code not in RETRY_STATUS or last:
+                if r.status_code not in RETRY_STATUS:
                     raise BackendError(f"{url} answered HTTP {r.status_code}: {_server_message(r)}")
+                if last:  # overloaded or failing after every retry: as good as down
+                    raise ServerUnreachable(f"{url} answered HTTP {r.status_code}: {_server_message(r)}")
             await asyncio.sleep(min(8.0, 0.5 * 2**attempt) * (1 + random.random() / 4))
         raise AssertionError("unreachable")
 

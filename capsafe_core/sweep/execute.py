@@ -28,7 +28,7 @@ import httpx
 import polars as pl
 
 from capsafe_core.backends import Completion, chat
-from capsafe_core.errors import BackendError, BadInput
+from capsafe_core.errors import BackendError, BadInput, ServerUnreachable
 from capsafe_core.runner import RunSpec, run_checkpoint
 from capsafe_core.runner.generation import (
     backend_options_of,
@@ -200,8 +200,8 @@ def _servers(
                 if err is None:
                     bar.add(0, 1)
                     continue
-                if not isinstance(err, BackendError):
-                    raise err
+                if not isinstance(err, ServerUnreachable):
+                    raise err  # an answer it gave (a bad request) would recur on any server
                 del served[url]
                 result.dropped.append(url)
                 event("dropped", {"server": url, "checkpoint": i, "error": str(err)})
