@@ -49,12 +49,24 @@ def only_or_stored(stored: str | None, present: list[str]) -> str | None:
 
 def experiment_setup(row: dict[str, Any], v: pl.DataFrame) -> ExperimentSetup:
     """The setup of the experiment ``row`` (a row of ``Store.experiments()``) from its verdict frame."""
-    benches = v.select("benchmark", "bench_kind").unique()
-    evs = v.select("evaluator", "ev_kind").unique()
+    return setup_from(
+        row,
+        benchmarks=v.select("benchmark", "bench_kind").unique(),
+        evaluators=v.select("evaluator", "ev_kind").unique(),
+        mitigations=v.select("mitigation").unique(),
+    )
+
+
+def setup_from(
+    row: dict[str, Any], *, benchmarks: pl.DataFrame, evaluators: pl.DataFrame, mitigations: pl.DataFrame
+) -> ExperimentSetup:
+    """``experiment_setup`` from what the experiment holds (``store.reads.contents``: benchmark, bench_kind;
+    evaluator, ev_kind; mitigation), without reading its verdicts."""
 
     def names(frame: pl.DataFrame, col: str, kind_col: str, *kinds: str) -> list[str]:
         return sorted(frame.filter(pl.col(kind_col).is_in(kinds))[col].to_list())
 
+    benches, evs = benchmarks, evaluators
     target = row.get("capability_target")
     return ExperimentSetup(
         experiment=str(row["name"]),
@@ -66,7 +78,7 @@ def experiment_setup(row: dict[str, Any], v: pl.DataFrame) -> ExperimentSetup:
         safety_evaluators=names(evs, "evaluator", "ev_kind", "harm", "refusal"),
         refusal_evaluators=names(evs, "evaluator", "ev_kind", "refusal"),
         evaluators=sorted(evs["evaluator"].to_list()),
-        mitigations=sorted(v["mitigation"].unique().to_list()),
+        mitigations=sorted(mitigations["mitigation"].unique().to_list()),
         meta=row.get("meta") or "{}",
     )
 

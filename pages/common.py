@@ -65,9 +65,21 @@ def stamp(path: str) -> float:
 
 def verdict_version(path: str) -> str:
     """Changes when generations or judgments do (not when a human label is saved), so saving labels
-    does not invalidate the cached verdicts."""
+    does not invalidate the cached verdicts. Asked again only when the file changes."""
+    return _verdict_version(path, stamp(path))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _verdict_version(path: str, file_stamp: float) -> str:
     with _open(path) as s:
         return reads.verdict_stamp(s)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def contents(path: str, version: str, experiment: str) -> dict[str, pl.DataFrame]:
+    """What the experiment holds (benchmarks, evaluators, mitigations), without reading its verdicts."""
+    with _open(path) as s:
+        return reads.contents(s, experiment)
 
 
 def _open(path: str) -> Store:
@@ -87,10 +99,12 @@ def counts(path: str, mtime: float) -> dict[str, int]:
         return s.counts()
 
 
-@st.cache_data(show_spinner="Reading verdicts…", max_entries=4)
-def verdicts(path: str, version: str, experiment: str) -> pl.DataFrame:
+@st.cache_resource(show_spinner="Reading verdicts…", max_entries=4)
+def verdicts(path: str, version: str, experiment: str, evaluators: tuple[str, ...] | None = None) -> pl.DataFrame:
+    """The experiment's verdicts (only ``evaluators``' where given). Shared, not copied, between reruns and
+    sessions (polars frames are not changed in place); at most four such frames are held."""
     with _open(path) as s:
-        return reads.verdicts(s, experiment)
+        return reads.verdicts(s, experiment, evaluators=evaluators)
 
 
 @st.cache_data(show_spinner=False)
@@ -183,8 +197,10 @@ class Context(reports.ExperimentSetup):
     mtime: float = 0.0
     version: str = ""
 
-    def verdicts(self) -> pl.DataFrame:
-        return verdicts(self.path, self.version, self.experiment)
+    def verdicts(self, *evaluators: str | None) -> pl.DataFrame:
+        """All verdicts, or only those of ``evaluators`` (what a page shows)."""
+        names = tuple(sorted({e for e in evaluators if e})) if evaluators else None
+        return verdicts(self.path, self.version, self.experiment, names)
 
     def humans(self) -> pl.DataFrame:
         return humans(self.path, stamp(self.path), self.experiment)
@@ -229,7 +245,7 @@ def sidebar() -> Context | None:
         st.query_params["experiment"] = experiment
         row = exps.filter(pl.col("name") == experiment).to_dicts()[0]
     version = verdict_version(path)
-    setup = reports.experiment_setup(row, verdicts(path, version, experiment))
+    setup = reports.setup_from(row, **contents(path, version, experiment))
     return Context(**vars(setup), path=path, mtime=mtime, version=version)
 
 

@@ -22,7 +22,7 @@ target = st.slider(
     help=f"{inert.md(ctx.scorer)} on {inert.md(ctx.capability_benchmark)}",
 )
 apart = st.toggle("Set incoherent answers apart", key="cmp_apart")
-v = ctx.verdicts()
+v = ctx.verdicts(ctx.scorer, "coherence", *ctx.safety_evaluators)  # the views and the coherence flag
 tables = analysis.compare_tables(
     v, target, capability_benchmark=ctx.capability_benchmark, scorer=ctx.scorer, set_apart_incoherent=apart
 )

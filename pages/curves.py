@@ -26,7 +26,7 @@ apart = st.toggle(
     help="Off: every answer counts as it was judged. On: answers the coherence evaluator calls "
     "incoherent are left out, since judges often score broken text as safe.",
 )
-v = ctx.verdicts()
+v = ctx.verdicts(ctx.scorer, evaluator, "coherence", *ctx.refusal_evaluators)  # only what this page shows
 df = analysis.curves(
     v,
     evaluator=evaluator,

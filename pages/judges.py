@@ -13,7 +13,7 @@ st.caption(
     "use the 135M SmolLM2 by default: a weak judge, shown to exercise the machinery; point them at a strong model "
     "through an OpenAI-compatible server for real use."
 )
-v = ctx.verdicts()
+v = ctx.verdicts("coherence", *ctx.safety_evaluators)  # the judges and the coherence flag
 h = ctx.humans()
 dims = [d for d in analysis.DIMENSIONS if analysis.rater_values(v, h, dimension=d).height]
 if not dims:

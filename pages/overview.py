@@ -48,7 +48,7 @@ evaluator = mid.selectbox(
 benches = right.multiselect(
     "Safety benchmarks", ctx.safety_benchmarks, default=ctx.safety_benchmarks, key="ov_benchmarks"
 )
-v = ctx.verdicts()
+v = ctx.verdicts(ctx.scorer, evaluator)  # only what this page shows
 tables = analysis.overview(
     v,
     target=target,
@@ -97,7 +97,7 @@ if picked is not None:
     annotator, sample, design = picked
     st.subheader(f"Corrected with human labels (annotator {inert.md(annotator)})")
     corrected = at_target.corrected_at_target(
-        v,
+        ctx.verdicts(ctx.scorer, evaluator, "coherence"),  # stratified by the coherence flag
         ctx.humans(),
         cap_pv=analysis.capability_values(v, capability_benchmark=ctx.capability_benchmark, scorer=ctx.scorer),
         target=target,

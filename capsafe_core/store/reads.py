@@ -84,29 +84,43 @@ def evaluators(store: Store) -> pl.DataFrame:
     )
 
 
-def verdicts(store: Store, experiment: str, *, pinned: Mapping[str, str] | None = None) -> pl.DataFrame:
+def verdicts(
+    store: Store,
+    experiment: str,
+    *,
+    pinned: Mapping[str, str] | None = None,
+    evaluators: Sequence[str] | None = None,
+    benchmarks: Sequence[str] | None = None,
+) -> pl.DataFrame:
     """One row per judgment of the experiment: generation_id, checkpoint_id, mitigation, seed, step, prompt_id,
     benchmark, bench_kind, category, evaluator, ev_kind, label, score.
 
     Where an evaluator has several versions, the newest (highest id) is used, or the one ``pinned``
     names (evaluator → version, e.g. to compare a changed metric with the version it replaced).
+    ``evaluators`` / ``benchmarks`` read only those (SQLite filters them: a page reads what it shows).
     """
     exp_id = int(store.experiment_id(experiment))
+    ev = evaluators_in_use(store, pinned)
+    if evaluators is not None:
+        ev = ev.filter(pl.col("evaluator").is_in(list(evaluators)))
+    where = f"c.experiment_id = {exp_id}"
+    if evaluators is not None:
+        where += f" AND j.evaluator_id IN ({','.join(str(int(i)) for i in ev['evaluator_id']) or 'NULL'})"
+    if benchmarks is not None:
+        ids = [int(i) for (i,) in store.conn.execute(
+            f"SELECT id FROM benchmarks WHERE name IN ({','.join('?' * len(benchmarks))})", list(benchmarks)
+        )] if benchmarks else []  # fmt: skip
+        where += (
+            f" AND g.prompt_id IN (SELECT id FROM prompts WHERE benchmark_id IN ({','.join(map(str, ids)) or 'NULL'}))"
+        )
     raw = _bulk_frame(
         store,
         f"""SELECT g.id, g.checkpoint_id, g.prompt_id, j.evaluator_id, j.label, j.score
            FROM generations g JOIN checkpoints c ON c.id = g.checkpoint_id
            JOIN judgments j ON j.generation_id = g.id
-           WHERE c.experiment_id = {exp_id}""",
+           WHERE {where}""",
         VERDICT_SCHEMA,
     )
-    ev = evaluators(store)
-    latest = ev.group_by("evaluator").agg(pl.col("evaluator_id").max())
-    for name, version in (pinned or {}).items():
-        chosen = ev.filter((pl.col("evaluator") == name) & (pl.col("version") == version))
-        if chosen.height:
-            latest = latest.filter(pl.col("evaluator") != name).vstack(chosen.select("evaluator", "evaluator_id"))
-    ev = ev.join(latest, on=["evaluator", "evaluator_id"], how="semi")
     out = (
         raw.join(ev.select("evaluator_id", "evaluator", "ev_kind"), on="evaluator_id", how="inner")
         .join(checkpoints(store, exp_id).select("checkpoint_id", "mitigation", "seed", "step"), on="checkpoint_id")
@@ -127,6 +141,47 @@ def verdicts(store: Store, experiment: str, *, pinned: Mapping[str, str] | None 
         "label",
         "score",
     ).with_columns(pl.col("label").cast(pl.Categorical))
+
+
+def evaluators_in_use(store: Store, pinned: Mapping[str, str] | None = None) -> pl.DataFrame:
+    """``evaluator_id, evaluator, ev_kind, version``: the newest version of each evaluator, or the one
+    ``pinned`` names."""
+    ev = evaluators(store)
+    latest = ev.group_by("evaluator").agg(pl.col("evaluator_id").max())
+    for name, version in (pinned or {}).items():
+        chosen = ev.filter((pl.col("evaluator") == name) & (pl.col("version") == version))
+        if chosen.height:
+            latest = latest.filter(pl.col("evaluator") != name).vstack(chosen.select("evaluator", "evaluator_id"))
+    return ev.join(latest, on=["evaluator", "evaluator_id"], how="semi")
+
+
+def contents(store: Store, experiment: str) -> dict[str, pl.DataFrame]:
+    """What an experiment holds, without reading its verdicts: ``benchmarks`` (benchmark, bench_kind) with
+    generations, ``evaluators`` (evaluator, ev_kind; newest versions) with judgments, and ``mitigations``."""
+    exp_id = int(store.experiment_id(experiment))
+    benches = store.frame(
+        """SELECT b.name AS benchmark, b.kind AS bench_kind FROM benchmarks b WHERE EXISTS (
+             SELECT 1 FROM prompts p JOIN generations g ON g.prompt_id = p.id
+             JOIN checkpoints c ON c.id = g.checkpoint_id WHERE p.benchmark_id = b.id AND c.experiment_id = ?)
+           ORDER BY b.name""",
+        [exp_id],
+    )
+    present = {
+        int(r[0])
+        for r in store.conn.execute(
+            """SELECT e.id FROM evaluators e WHERE EXISTS (
+                 SELECT 1 FROM judgments j JOIN generations g ON g.id = j.generation_id
+                 JOIN checkpoints c ON c.id = g.checkpoint_id WHERE j.evaluator_id = e.id AND c.experiment_id = ?)""",
+            [exp_id],
+        )
+    }
+    ev = evaluators_in_use(store).filter(pl.col("evaluator_id").is_in(sorted(present)))
+    mits = store.frame("SELECT DISTINCT mitigation FROM checkpoints WHERE experiment_id = ? ORDER BY 1", [exp_id])
+    return {
+        "benchmarks": benches if benches.height else pl.DataFrame(schema={"benchmark": pl.Utf8, "bench_kind": pl.Utf8}),
+        "evaluators": ev.select("evaluator", "ev_kind").sort("evaluator"),
+        "mitigations": mits if mits.height else pl.DataFrame(schema={"mitigation": pl.Utf8}),
+    }
 
 
 def human_labels(store: Store, experiment: str | None = None, *, latest: bool = True) -> pl.DataFrame:
