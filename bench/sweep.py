@@ -2,7 +2,8 @@
 
 Run: python bench/sweep.py [--checkpoints 6] [--prompts 8] [--tokens 32]
 
-Each server is ``llama_cpp.server`` with one thread (for prompts and for generation), serving the shipped SmolLM2 GGUF under one name per
+Each server is ``llama_cpp.server`` with one thread (for prompts and for generation), serving the
+shipped SmolLM2 GGUF under one name per
 checkpoint (its multi-model config), as a vLLM server serves LoRA checkpoints by name. The same sweep
 (checkpoints × harmbench prompts, greedy) runs into a fresh database against one server, then against two;
 the script prints generations per second of each and the ratio.

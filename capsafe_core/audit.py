@@ -21,6 +21,7 @@ from capsafe_core import reports, verdicts
 from capsafe_core.analysis import design as sampling
 from capsafe_core.analysis.at_target import target_weights
 from capsafe_core.analysis.compare import capability_values
+from capsafe_core.analysis.corrected import Design
 from capsafe_core.analysis.rates import value_expr
 from capsafe_core.errors import BadInput, unknown_name
 from capsafe_core.store import Store, now, reads
@@ -155,10 +156,22 @@ def draw(
         "target": target if target is not None else (setup.target if setup.capability_benchmark else None),
         "strata": "checkpoint × coherence × judges agree", "allocation": "Neyman from labels so far (prior: "
         "design.PRIOR_ERROR)", "draw": "systematic, unequal probabilities", "population": pop.height,
+        "max_generation_id": int(pop.select(pl.col("generation_id").max()).item()),
     }  # fmt: skip
     rows = items.select("generation_id", "position", "stratum", "inclusion_prob").iter_rows()
     sample = store_audit.create_sample(store, experiment, name=name, seed=seed, design=design, items=rows)
     return Drawn(name, sample, items, strata)
+
+
+def design_of(store: Store, experiment: str, name: str | None = None) -> Design:
+    """An audit sample's design (the newest where ``name`` is None): its items and its population."""
+    import json
+
+    sid = store_audit.sample_id(store, experiment, name)
+    row = store_audit.samples(store, experiment).filter(pl.col("sample_id") == sid).row(0, named=True)
+    meta = json.loads(row["design"] or "{}")
+    items = store_audit.items(store, sid).select("generation_id", "inclusion_prob")
+    return Design(items, tuple(meta.get("benchmarks") or ()), meta.get("max_generation_id"), str(row["name"]))
 
 
 def design_frame(store: Store, experiment: str, name: str | None = None) -> pl.DataFrame:
@@ -249,15 +262,16 @@ def _coherent(value: str | None, path: Path, line: int) -> int | None:
 
 
 def queue(items: pl.DataFrame, humans: pl.DataFrame, *, annotator: str) -> pl.DataFrame:
-    """The sample's items ``annotator`` has not labelled yet, in the drawn order."""
-    mine = humans.filter(pl.col("annotator") == annotator).select("generation_id")
+    """The sample's items ``annotator`` has not labelled yet (a label from the flagged queue does not count:
+    it cannot feed estimates), in the drawn order."""
+    mine = _estimating(humans).filter(pl.col("annotator") == annotator).select("generation_id")
     return items.join(mine, on="generation_id", how="anti").sort("position")
 
 
 def progress(store: Store, experiment: str) -> pl.DataFrame:
     """Per audit sample: name, seed, n, created_at, and ``labelled`` (annotator: count, latest labels)."""
     out = []
-    humans = reads.human_labels(store, experiment)
+    humans = _estimating(reads.human_labels(store, experiment))
     for s in store_audit.samples(store, experiment).iter_rows(named=True):
         ids = store_audit.items(store, s["sample_id"]).select("generation_id")
         done = humans.join(ids, on="generation_id", how="semi").group_by("annotator").len().sort("annotator")
@@ -271,16 +285,24 @@ def progress(store: Store, experiment: str) -> pl.DataFrame:
 
 def chosen_design(
     store: Store, experiment: str, annotator: str, name: str | None = None
-) -> tuple[str | None, pl.DataFrame | None]:
+) -> tuple[str | None, Design | None]:
     """The audit sample whose design weighs ``annotator``'s labels: ``name`` (``none``: no design, the
-    labels taken as a random sample), else the newest sample holding any of their labels, else none."""
+    labels taken as a random sample), else the newest sample holding any of their labels (not counting
+    the flagged queue's), else none."""
     if name == "none":
         return None, None
     if name is not None:
-        return name, design_frame(store, experiment, name)
-    humans = reads.human_labels(store, experiment).filter(pl.col("annotator") == annotator)
+        return name, design_of(store, experiment, name)
+    humans = _estimating(reads.human_labels(store, experiment)).filter(pl.col("annotator") == annotator)
     for s in reversed(store_audit.samples(store, experiment).to_dicts()):
-        frame = store_audit.items(store, s["sample_id"]).select("generation_id", "inclusion_prob")
+        frame = store_audit.items(store, s["sample_id"]).select("generation_id")
         if frame.join(humans, on="generation_id", how="semi").height:
-            return str(s["name"]), frame
+            return str(s["name"]), design_of(store, experiment, str(s["name"]))
     return None, None
+
+
+def _estimating(humans: pl.DataFrame) -> pl.DataFrame:
+    """Labels that may feed estimates: all but the flagged queue's (chosen because they look wrong)."""
+    if "source" not in humans.columns:
+        return humans
+    return humans.filter(pl.col("source").fill_null("") != "flagged")

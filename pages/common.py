@@ -155,15 +155,15 @@ def audit_items(path: str, mtime: float, experiment: str, name: str) -> pl.DataF
 
 
 @st.cache_data(show_spinner=False)
-def chosen_design(path: str, mtime: float, experiment: str, annotator: str) -> tuple[str | None, pl.DataFrame | None]:
+def chosen_design(path: str, mtime: float, experiment: str, annotator: str) -> tuple[str | None, object]:
     from capsafe_core import audit
 
     with _open(path) as s:
         return audit.chosen_design(s, experiment, annotator)
 
 
-def correction_picker(ctx: Context, key: str) -> tuple[str, str | None, pl.DataFrame | None] | None:
-    """ "Corrected with human labels": the annotator chosen (None: no correction) and the audit sample whose
+def correction_picker(ctx: Context, key: str) -> tuple[str, str | None, object] | None:
+    """The "corrected with human labels" choice: the annotator chosen (None: no correction) and the audit sample whose
     design weighs their labels (newest holding them; none: labels taken as a random sample)."""
     names = sorted(ctx.humans()["annotator"].unique().to_list())
     if not names:

@@ -5,6 +5,7 @@ import streamlit as st
 
 from capsafe_core import analysis, inert, plots, reports
 from capsafe_core.analysis import at_target
+from capsafe_core.errors import CapsafeError
 from pages import common
 
 ctx = common.context()
@@ -82,23 +83,26 @@ if m in ("unsafe_rate", "refusal_rate"):
     if picked is not None:
         annotator, sample, design = picked
         known = set(ctx.safety_benchmarks + ctx.overrefusal_benchmarks)
-        corrected = at_target.corrected_at_target(
-            v,
-            ctx.humans(),
-            cap_pv=analysis.capability_values(v, capability_benchmark=ctx.capability_benchmark, scorer=ctx.scorer),
-            target=target,
-            evaluator=e,
-            benchmarks=[b] if b in known else b.split(", "),
-            annotator=annotator,
-            metric=m,
-            design=design,
-        )
-        shown, sentence = at_target.display(corrected), reports.corrected_sentence(corrected)
-        st.caption(f"This view corrected with the labels of {inert.md(annotator)}")
-        st.table(shown)
-        st.markdown(sentence)
-        how = f"weighted by the design of audit sample {inert.md(sample)}" if sample else "taken as a random sample"
-        st.caption(f"{at_target.WHAT_THE_CORRECTED_CI_INCLUDES}. Labels {how}.")
+        try:
+            corrected = at_target.corrected_at_target(
+                v,
+                ctx.humans(),
+                cap_pv=analysis.capability_values(v, capability_benchmark=ctx.capability_benchmark, scorer=ctx.scorer),
+                target=target,
+                evaluator=e,
+                benchmarks=[b] if b in known else b.split(", "),
+                annotator=annotator,
+                metric=m,
+                design=design,
+            )
+        except CapsafeError as e:  # e.g. an audit sample drawn from other benchmarks
+            st.info(inert.md(e))
+        else:
+            st.caption(f"This view corrected with the labels of {inert.md(annotator)}")
+            st.table(at_target.display(corrected))
+            st.markdown(reports.corrected_sentence(corrected))
+            how = f"weighted by the design of audit sample {inert.md(sample)}" if sample else "taken as a random sample"
+            st.caption(f"{at_target.WHAT_THE_CORRECTED_CI_INCLUDES}. Labels {how}.")
 st.dataframe(
     one.select(
         "mitigation",

@@ -174,7 +174,15 @@ b1, b2, b3, b4, b5 = st.columns(5)
 b1.button("Harmful (h)", on_click=save, args=("harmful", gid), shortcut="h", key="lb_h")
 b2.button("Refusal (f)", on_click=save, args=("refusal", gid), shortcut="f", key="lb_r")
 b3.button("Benign (b)", on_click=save, args=("benign", gid), shortcut="b", key="lb_b")
-b4.button("Skip (s)", on_click=skip, args=(gid,), shortcut="s", key="lb_s")
+b4.button(
+    "Skip (s)",
+    on_click=skip,
+    args=(gid,),
+    shortcut="s",
+    key="lb_s",
+    disabled=kind == "audit",
+    help="An audit sample is labelled in its order: skipping would make the labelled part non-random.",
+)
 b5.button("Undo (u)", on_click=undo, shortcut="u", key="lb_u")
 with st.expander("What the judges said"):
     j = d["judgments"]

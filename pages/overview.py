@@ -7,6 +7,7 @@ import streamlit as st
 
 from capsafe_core import analysis, inert, plots, reports
 from capsafe_core.analysis import at_target
+from capsafe_core.errors import CapsafeError
 from pages import common
 
 ctx = common.context()
@@ -96,21 +97,24 @@ picked = common.correction_picker(ctx, "ov_correct")
 if picked is not None:
     annotator, sample, design = picked
     st.subheader(f"Corrected with human labels (annotator {inert.md(annotator)})")
-    corrected = at_target.corrected_at_target(
-        ctx.verdicts(ctx.scorer, evaluator, "coherence"),  # stratified by the coherence flag
-        ctx.humans(),
-        cap_pv=analysis.capability_values(v, capability_benchmark=ctx.capability_benchmark, scorer=ctx.scorer),
-        target=target,
-        evaluator=evaluator,
-        benchmarks=benches or ctx.safety_benchmarks,
-        annotator=annotator,
-        design=design,
-    )
-    shown, sentence = at_target.display(corrected), reports.corrected_sentence(corrected)
-    st.table(shown)
-    st.markdown(sentence)
-    weights = f"weighted by the design of audit sample {inert.md(sample)}" if sample else "taken as a random sample"
-    st.caption(f"{at_target.WHAT_THE_CORRECTED_CI_INCLUDES}. Labels {weights}.")
+    try:
+        corrected = at_target.corrected_at_target(
+            ctx.verdicts(ctx.scorer, evaluator, "coherence"),  # stratified by the coherence flag
+            ctx.humans(),
+            cap_pv=analysis.capability_values(v, capability_benchmark=ctx.capability_benchmark, scorer=ctx.scorer),
+            target=target,
+            evaluator=evaluator,
+            benchmarks=benches or ctx.safety_benchmarks,
+            annotator=annotator,
+            design=design,
+        )
+    except CapsafeError as e:  # e.g. an audit sample drawn from other benchmarks
+        st.info(inert.md(e))
+    else:
+        st.table(at_target.display(corrected))
+        st.markdown(reports.corrected_sentence(corrected))
+        how = f"weighted by the design of audit sample {inert.md(sample)}" if sample else "taken as a random sample"
+        st.caption(f"{at_target.WHAT_THE_CORRECTED_CI_INCLUDES}. Labels {how}.")
 
 if st.button("Prepare the report (HTML)", key="ov_report"):
     from capsafe_core.report import build_report

@@ -105,6 +105,18 @@ def test_sweep_file_errors_are_one_line(tmp_path):
         ('experiment = "x"\n[benchmarks]\nadvbench = 3\n[[checkpoint]]\nstep = 0\n', "lacks 'model'"),
         ('experiment = "x"\n[benchmarks]\nadvbench = 3\n[run]\nevaluators = ["nope"]\n', "nope"),
         ("not toml [", "not valid TOML"),
+        ('experiment = "x"\n[benchmarks]\nadvbench = -2\n', "whole number of prompts"),
+        ('experiment = "x"\n[benchmarks]\nadvbench = 2\n[run]\nbatch_size = 0\n', "batch_size = 0"),
+        (
+            'experiment = "x"\n[benchmarks]\nadvbench = 2\n[[checkpoint]]\nstep = 0\nmodel = "m"\n'
+            '[servers]\nurls = "http://a/v1"\n',
+            "list of base URLs",
+        ),
+        (
+            'experiment = "x"\n[benchmarks]\nadvbench = 2\n[[checkpoint]]\nstep = 0\nmodel = "m"\n'
+            '[servers]\nurls = ["http://a/v1"]\nconcurrency = 0\n',
+            "concurrency = 0",
+        ),
     ]
     for body, message in cases:
         f = _write(tmp_path / "bad.toml", body)
@@ -122,3 +134,31 @@ def test_pattern_finds_saves(tmp_path):
     (tmp_path / "runs" / "lora" / "seed-0" / "notes").mkdir()
     found = plan.expand_pattern("runs/{mitigation}/seed-{seed}/step-{step}", tmp_path)
     assert [(c.mitigation, c.seed, c.step) for c in found] == [("lora", 0, 10), ("lora", 1, 10), ("none", 0, 20)]
+
+
+@pytest.mark.slow
+def test_a_model_no_live_server_serves_stops_the_sweep_in_one_line(tmp_path):
+    """Server A serves m1 and m2, server B only m1; A is killed mid-sweep: the m2 checkpoints cannot go
+    anywhere, so the sweep stops with one line (instead of waiting for ever), keeping what was written."""
+    from capsafe_core.backends.models import resolve_model
+    from capsafe_core.errors import BackendError
+
+    gguf = str(resolve_model("smollm2-135m-instruct").path)
+    with llama_cpp_fleet_member(gguf, ["m1", "m2"]) as (a, proc_a), llama_cpp_fleet_member(gguf, ["m1"]) as (b, _):
+        listed = "".join(f'[[checkpoint]]\nstep = {i}\nmodel = "{m}"\n' for i, m in enumerate(["m2", "m2", "m1"]))
+        sweep = plan.load(
+            _write(
+                tmp_path / "s.toml",
+                f'experiment = "e"\n[benchmarks]\nharmbench = 4\n[run]\nevaluators = ["keyword_refusal"]\n'
+                f'batch_size = 2\nmax_retries = 1\n[decoding]\nmax_new_tokens = 8\n[servers]\nurls = ["{a}", "{b}"]\n'
+                f"{listed}",
+            )
+        )
+
+        def on_event(kind: str, info: dict) -> None:
+            if kind == "batch" and info["server"] == a:
+                proc_a.kill()
+
+        with Store.open(tmp_path / "e.db") as store, pytest.raises(BackendError, match="No server left that serves m2"):
+            execute.run(store, sweep, "servers", progress=False, on_event=on_event)
+        assert 0 < len(_rows(tmp_path / "e.db")) < 12  # the batches that arrived are kept

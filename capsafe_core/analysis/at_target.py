@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from capsafe_core.analysis.corrected import corrected_rates
+from capsafe_core.analysis.corrected import Design, corrected_rates
 from capsafe_core.analysis.matched import ALPHA, holm
 
 WHAT_THE_CORRECTED_CI_INCLUDES = (
@@ -58,7 +58,7 @@ def corrected_at_target(
     benchmarks: list[str] | str,
     annotator: str,
     metric: str = "unsafe_rate",
-    design: pl.DataFrame | None = None,
+    design: Design | pl.DataFrame | None = None,
 ) -> dict[str, pl.DataFrame]:
     """``matched``: per mitigation the judge's interpolated rate and the corrected one with its 95% CI
     (``missing`` names checkpoints around the target with too few labels); ``differences``: pairs of

@@ -137,6 +137,25 @@ def _pool(strata: list[Stratum]) -> Stratum:
 METRIC_DIMENSION = {"unsafe_rate": "unsafe", "refusal_rate": "refusal"}
 
 
+@dataclass(frozen=True)
+class Design:
+    """An audit sample's design: its items (``generation_id, inclusion_prob``) and the population they were
+    drawn from (benchmarks; generations up to ``max_generation_id``, those that existed at the draw)."""
+
+    items: pl.DataFrame
+    benchmarks: tuple[str, ...] = ()
+    max_generation_id: int | None = None
+    name: str = ""
+
+
+def weighted_human_only(y: np.ndarray, w: np.ndarray, *, alpha: float = 0.05) -> Estimate:
+    """The rate from design-weighted labels alone: the Hájek mean with its linearised normal CI."""
+    mean = float(np.sum(w * y) / np.sum(w))
+    se = float(np.sqrt(np.sum((w * (y - mean)) ** 2)) / np.sum(w))
+    z = stats.norm.ppf(1 - alpha / 2)
+    return Estimate(mean, max(0.0, mean - z * se), min(1.0, mean + z * se), se, len(y))
+
+
 def corrected_rates(
     v: pl.DataFrame,
     humans: pl.DataFrame,
@@ -146,7 +165,7 @@ def corrected_rates(
     metric: str = "unsafe_rate",
     annotator: str,
     coherence: str = "coherence",
-    design: pl.DataFrame | None = None,
+    design: Design | pl.DataFrame | None = None,
     alpha: float = 0.05,
 ) -> pl.DataFrame:
     """Per checkpoint: the judge's rate over its judged responses and, from ``annotator``'s labels on
@@ -157,15 +176,30 @@ def corrected_rates(
     Without ``design`` the labels are taken as a random sample (or all) of each stratum's responses, and
     labels from the Label page's flagged queue are left out (chosen because they look wrong). With
     ``design`` (an audit sample: ``generation_id, inclusion_prob``) only the sample's labels count, each
-    weighted by ``1 / inclusion_prob``, and the judge's mean is over all the stratum's responses."""
+    weighted by ``1 / inclusion_prob``, and the judge's mean is over all the stratum's responses of the
+    design's population (a ``Design`` names its benchmarks and last generation; a rate over other
+    benchmarks is refused). Point values and CIs are clipped to [0, 1]."""
     from capsafe_core.analysis.rates import value_expr
+    from capsafe_core.errors import BadInput
     from capsafe_core.vocabulary import human_expr
 
     if metric not in METRIC_DIMENSION:
         raise ValueError(f"corrected rates exist for {', '.join(METRIC_DIMENSION)}, not {metric!r}")
     names = [benchmarks] if isinstance(benchmarks, str) else list(benchmarks)
+    if isinstance(design, pl.DataFrame):
+        design = Design(design)
+    scope = v
+    if design is not None and design.benchmarks:
+        outside = sorted(set(names) - set(design.benchmarks))
+        if outside:
+            raise BadInput(
+                f"Audit sample '{design.name}' was drawn from {', '.join(design.benchmarks)}, not "
+                f"{', '.join(outside)}; correct a rate on those, or draw a sample on these (capsafe audit draw -b)"
+            )
+    if design is not None and design.max_generation_id is not None:
+        scope = v.filter(pl.col("generation_id") <= design.max_generation_id)  # responses added later: not drawn
     judged = (
-        v.filter((pl.col("evaluator") == evaluator) & pl.col("benchmark").is_in(names))
+        scope.filter((pl.col("evaluator") == evaluator) & pl.col("benchmark").is_in(names))
         .with_columns(value_expr(metric).alias("yhat"))
         .filter(pl.col("yhat").is_not_null())
         .select("generation_id", "checkpoint_id", "mitigation", "seed", "step", "yhat")
@@ -178,11 +212,13 @@ def corrected_rates(
         .with_columns(human_expr(METRIC_DIMENSION[metric]).alias("y"))
         .filter(pl.col("y").is_not_null())
     )
+    source = pl.col("source") if "source" in people.columns else pl.lit(None, dtype=pl.Utf8)
+    people = people.filter(source.fill_null("") != "flagged")  # chosen because they look wrong: never
     if design is None:
-        source = pl.col("source") if "source" in people.columns else pl.lit(None, dtype=pl.Utf8)
-        people = people.filter(source.fill_null("") != "flagged").with_columns(pl.lit(1.0).alias("w"))
+        people = people.with_columns(pl.lit(1.0).alias("w"))
     else:
-        people = people.join(design, on="generation_id").with_columns((1.0 / pl.col("inclusion_prob")).alias("w"))
+        items = design.items.select("generation_id", "inclusion_prob")
+        people = people.join(items, on="generation_id").with_columns((1.0 / pl.col("inclusion_prob")).alias("w"))
     people = people.select("generation_id", "y", "w")
     frame = judged.join(flag, on="generation_id", how="left").join(people, on="generation_id", how="left")
     frame = frame.with_columns(pl.col("stratum").fill_null("all"))
@@ -203,8 +239,15 @@ def corrected_rates(
         if labelled.height >= MIN_LABELS:
             strata = {str(s): _stratum(g, design is not None) for (s,), g in part.group_by(["stratum"])}
             est = stratified(strata, alpha=alpha)
-            only = human_only(labelled["y"].to_numpy(), alpha=alpha)
-            row |= {"corrected": est.value, "corrected_lo": est.lo, "corrected_hi": est.hi, "corrected_se": est.se}
+            y = labelled["y"].to_numpy()
+            only = (
+                weighted_human_only(y.astype(float), labelled["w"].to_numpy(), alpha=alpha)
+                if design is not None
+                else human_only(y, alpha=alpha)
+            )
+            clip = lambda x: min(1.0, max(0.0, x))  # noqa: E731 (a rate)
+            row |= {"corrected": clip(est.value), "corrected_lo": clip(est.lo), "corrected_hi": clip(est.hi)}
+            row["corrected_se"] = est.se
             row |= {"human_only": only.value, "human_only_lo": only.lo, "human_only_hi": only.hi}
         rows.append(row)
     cols = ["corrected", "corrected_lo", "corrected_hi", "corrected_se"]

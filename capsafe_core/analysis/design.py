@@ -41,24 +41,25 @@ def error_sd(prior: float, errors: int, labels: int) -> float:
 
 def allocate(sizes: np.ndarray, sds: np.ndarray, n: int) -> np.ndarray:
     """Expected labels per stratum (real numbers summing to ``min(n, N)``): Neyman allocation with every
-    stratum capped at its size and floored at ``MIN_SHARE`` of its proportional share."""
+    stratum capped at its size and floored at ``MIN_SHARE`` of its proportional share, i.e.
+    ``clip(λ · N_h · S_h, floor_h, N_h)`` with ``λ`` found by bisection so that the labels sum to ``n``."""
     sizes = np.asarray(sizes, dtype=float)
     total = sizes.sum()
     if n >= total:
         return sizes.copy()
     floor = np.minimum(sizes, MIN_SHARE * n * sizes / total)
-    alloc = np.zeros_like(sizes)
-    free = np.ones(len(sizes), dtype=bool)  # strata not yet fixed at their cap or floor
-    for _ in range(2 * len(sizes) + 1):
-        left = n - alloc[~free].sum()
-        want = sizes * np.maximum(sds, 1e-9) * free
-        alloc[free] = left * want[free] / want.sum() if want.sum() > 0 else 0.0
-        over, under = free & (alloc > sizes), free & (alloc < floor)
-        if not over.any() and not under.any():
-            break
-        alloc[over], alloc[under] = sizes[over], floor[under]
-        free &= ~(over | under)
-    return alloc
+    want = sizes * np.maximum(np.asarray(sds, dtype=float), 1e-9)
+
+    def alloc(lam: float) -> np.ndarray:
+        return np.clip(lam * want, floor, sizes)
+
+    lo, hi = 0.0, 1.0
+    while alloc(hi).sum() < n:
+        hi *= 2
+    for _ in range(200):  # the sum is monotone in λ: bisection to machine precision
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if alloc(mid).sum() < n else (lo, mid)
+    return alloc(hi)
 
 
 def systematic(pi: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -51,6 +51,8 @@ class OpenAIBackend:
                 f"Cannot reach an OpenAI-compatible server at {self.base_url} ({type(e).__name__}); "
                 f"start the server or fix --base-url"
             ) from None
+        if r.status_code >= 500:  # failing or overloaded: as good as down (another server may take the work)
+            raise ServerUnreachable(f"{self.base_url}/models answered HTTP {r.status_code}: {_server_message(r)}")
         if r.status_code >= 400:
             raise BackendError(f"{self.base_url}/models answered HTTP {r.status_code}: {_server_message(r)}")
         try:

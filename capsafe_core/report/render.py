@@ -113,7 +113,9 @@ class Figures:
 
 def data_block(data: dict[str, Any]) -> str:
     """Machine-readable numbers of the report (JSON inside a script element that never runs)."""
-    text = json.dumps(data, default=str, ensure_ascii=False).replace("</", "<\\/")
+    text = json.dumps(data, default=str, ensure_ascii=False, allow_nan=False)
+    for c, code in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):  # no markup state can open
+        text = text.replace(c, code)
     return f'<script type="application/json" id="capsafe-data">{text}</script>'
 
 

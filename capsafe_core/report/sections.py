@@ -11,6 +11,7 @@ import polars as pl
 
 from capsafe_core import analysis, plots, reports
 from capsafe_core.analysis import at_target
+from capsafe_core.errors import CapsafeError
 from capsafe_core.report.failures import gallery
 from capsafe_core.report.render import Figures, empty, esc, pairs, para, table
 from capsafe_core.store import Store
@@ -128,7 +129,9 @@ def answer_section(x: Inputs) -> tuple[str, dict[str, Any]]:
         )
         body += para("Significance after Holm's correction over the pairs of mitigations.", "note")
     body += _corrected(x, tables)
-    return body, {"overview": head.drop("best_set").to_dicts()}
+    from capsafe_core.cli.base import _clean
+
+    return body, {"overview": _clean(head.drop("best_set").to_dicts())}
 
 
 def _corrected(x: Inputs, tables: dict[str, pl.DataFrame]) -> str:
@@ -139,11 +142,14 @@ def _corrected(x: Inputs, tables: dict[str, pl.DataFrame]) -> str:
     from capsafe_core.audit import chosen_design
 
     sample, design = chosen_design(x.store, s.experiment, x.annotator)
-    out = at_target.corrected_at_target(
-        x.v, x.humans, target=x.target, evaluator=s.default_evaluator, benchmarks=s.safety_benchmarks,
-        annotator=x.annotator, design=design,
-        cap_pv=analysis.capability_values(x.v, capability_benchmark=s.capability_benchmark, scorer=s.scorer),
-    )  # fmt: skip
+    try:
+        out = at_target.corrected_at_target(
+            x.v, x.humans, target=x.target, evaluator=s.default_evaluator, benchmarks=s.safety_benchmarks,
+            annotator=x.annotator, design=design,
+            cap_pv=analysis.capability_values(x.v, capability_benchmark=s.capability_benchmark, scorer=s.scorer),
+        )  # fmt: skip
+    except CapsafeError as e:
+        return f"<h3>Corrected with the human labels of {esc(x.annotator)}</h3>" + empty(str(e))
     how = f"weighted by the design of audit sample {sample}" if sample else "taken as a random sample"
     return (
         f"<h3>Corrected with the human labels of {esc(x.annotator)}</h3>"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import queue
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -138,8 +139,9 @@ def _models(url: str) -> set[str] | None:
     """The model names a server serves (``None``: it cannot be reached)."""
     try:
         r = httpx.get(f"{url.rstrip('/')}/models", timeout=10.0)
-        return {str(m.get("id")) for m in r.json().get("data", [])} if r.status_code < 400 else None
-    except (httpx.HTTPError, ValueError):
+        data = r.json().get("data", []) if r.status_code < 400 else None
+        return {str(m.get("id")) for m in data if isinstance(m, dict)} if isinstance(data, list) else None
+    except (httpx.HTTPError, ValueError, AttributeError):
         return None
 
 
@@ -171,27 +173,29 @@ def _servers(
     states: dict[int, dict[str, Any]] = {}
     busy: dict[str, tuple[int, Future[None]]] = {}
     out: queue.Queue[tuple[int, str, list[tuple[str, str]], list[Completion], dict[str, Any]]] = queue.Queue()
+    stop = threading.Event()  # set on a fatal error: workers stop at their next batch
 
     def worker(url: str, i: int, keys: list[tuple[str, str]], texts: list[str]) -> None:
         spec = works[i][0]
         backend = OpenAIBackend(spec.model, base_url=url, concurrency=sweep.server_concurrency,
                                 timeout=spec.timeout, max_retries=spec.max_retries)  # fmt: skip
-        generate_all(spec, keys, texts, backend, lambda k, o, info: out.put((i, url, k, o, info)))
 
-    with ThreadPoolExecutor(max_workers=len(served)) as pool:
+        def put(k: list[tuple[str, str]], o: list[Completion], info: dict[str, Any]) -> None:
+            out.put((i, url, k, o, info))
+            if stop.is_set():
+                raise _Stopped
+
+        generate_all(spec, keys, texts, backend, put)
+
+    pool = ThreadPoolExecutor(max_workers=len(served))
+    try:
         while pending or busy:
-            for url in [u for u in served if u not in busy]:
-                i = next((j for j in pending if works[j][0].model in served[url]), None)
-                if i is None:
-                    continue
-                pending.remove(i)
-                todo = todo_of(store, works[i][0], works[i][2])
-                if not todo:
-                    bar.add(0, 1)
-                    continue
-                keys, texts = [(b, p.ext_id) for b, p in todo], [p.text for _, p in todo]
-                busy[url] = (i, pool.submit(worker, url, i, keys, texts))
-                event("start", {"server": url, "checkpoint": i})
+            _assign(store, works, served, pending, busy, pool, worker, bar, event)
+            if not busy:
+                if pending:
+                    left = sorted({works[j][0].model for j in pending})
+                    raise BackendError(f"No server left that serves {', '.join(left)}; start one and rerun the sweep")
+                break
             finished = [(u, i, f) for u, (i, f) in busy.items() if f.done()]
             _drain(store, works, out, states, bar, result, event, block=not finished)
             for url, i, fut in finished:
@@ -205,10 +209,44 @@ def _servers(
                 del served[url]
                 result.dropped.append(url)
                 event("dropped", {"server": url, "checkpoint": i, "error": str(err)})
-                if not any(works[i][0].model in m for m in served.values()):
-                    raise BackendError(f"{err} — and no other server serves '{works[i][0].model}'")
                 pending.insert(0, i)
+    finally:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        _drain(store, works, out, states, bar, result, event, block=False)  # keep what arrived
     return states
+
+
+class _Stopped(Exception):
+    """Raised in a worker after its batch is queued, once the sweep stops on an error."""
+
+
+def _assign(
+    store: Store,
+    works: list[Any],
+    served: dict[str, set[str]],
+    pending: list[int],
+    busy: dict[str, Any],
+    pool: ThreadPoolExecutor,
+    worker: Any,
+    bar: Progress,
+    event: Event,
+) -> None:
+    """Give each idle server the next pending checkpoint it serves that has something to generate."""
+    for url in [u for u in served if u not in busy]:
+        while True:
+            i = next((j for j in pending if works[j][0].model in served[url]), None)
+            if i is None:
+                break
+            pending.remove(i)
+            todo = todo_of(store, works[i][0], works[i][2])
+            if not todo:
+                bar.add(0, 1)
+                continue
+            keys, texts = [(b, p.ext_id) for b, p in todo], [p.text for _, p in todo]
+            busy[url] = (i, pool.submit(worker, url, i, keys, texts))
+            event("start", {"server": url, "checkpoint": i})
+            break
 
 
 def _drain(store: Store, works: list[Any], out: queue.Queue[Any], states: dict[int, dict[str, Any]], bar: Progress,
@@ -267,14 +305,21 @@ def _ray(store: Store, sweep: Sweep, works: list[Any], bar: Progress, result: Sw
         else:
             bar.add(0, 1)
     states: dict[int, dict[str, Any]] = {}
+    failed: list[str] = []
     while refs:
         ready, _ = ray.wait(list(refs), num_returns=1)
         i = refs.pop(ready[0])
-        got, info = ray.get(ready[0])
+        try:
+            got, info = ray.get(ready[0])
+        except Exception as e:  # one checkpoint's task failed: keep the others' results
+            failed.append(f"{works[i][0].mitigation}/{works[i][0].run_seed}/{works[i][0].step}: {e}")
+            continue
         spec, names, _ = works[i]
         with store.transaction():
             states[i] = write_meta(store, spec, names, info)
             write_batch(store, spec, states[i], [g[0] for g in got], [Completion(*g[1:]) for g in got])
         result.generations_added += len(got)
         bar.add(len(got), 1)
+    if failed:
+        raise BackendError(f"{len(failed)} checkpoint task(s) failed (the others are stored): {failed[0][:300]}")
     return states

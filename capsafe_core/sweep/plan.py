@@ -60,6 +60,26 @@ TOP |= {"ray", "judges"}
 RUN_KEYS = {"evaluators", "backend", "sampling_seed", "batch_size", "dtype", "device", "reference_model"}
 RUN_KEYS |= {"concurrency", "timeout", "max_retries", "base_model", "trust_remote_code"}
 DECODING_KEYS = {"max_new_tokens", "temperature", "top_p", "system_prompt"}
+# what each [run] / [decoding] value must be: (type, lowest value or None)
+VALUE_TYPES: dict[str, tuple[type | tuple[type, ...], float | None]] = {
+    "batch_size": (int, 1), "concurrency": (int, 1), "max_retries": (int, 0), "sampling_seed": (int, None),
+    "timeout": ((int, float), 1e-9), "max_new_tokens": (int, 1), "temperature": ((int, float), 0),
+    "top_p": ((int, float), 1e-9), "backend": (str, None), "dtype": (str, None), "device": (str, None),
+    "reference_model": (str, None), "base_model": (str, None), "system_prompt": (str, None),
+    "trust_remote_code": (bool, None), "evaluators": (list, None),
+}  # fmt: skip
+
+
+def _check_values(table: dict[str, Any], name: str, path: Path) -> None:
+    for key, value in table.items():
+        kind, lowest = VALUE_TYPES[key]
+        wrong = not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)
+        if not wrong and lowest is not None and value < lowest:
+            wrong = True
+        if not wrong and key == "evaluators":
+            wrong = not all(isinstance(e, str) for e in value)
+        if wrong:
+            raise BadInput(f"{path}: [{name}] {key} = {value!r} is not a valid value for {key}")
 
 
 @dataclass(frozen=True)
@@ -123,9 +143,13 @@ def _checkpoints(doc: dict[str, Any], path: Path) -> list[Checkpoint]:
     if not isinstance(listed, list):
         raise BadInput(f"{path}: checkpoints are listed as [[checkpoint]] tables")
     for i, c in enumerate(listed, start=1):
+        if not isinstance(c, dict):
+            raise BadInput(f"{path}: checkpoint {i} is not a table; list checkpoints as [[checkpoint]] tables")
         missing = [k for k in ("step", "model") if k not in c]
         if missing:
             raise BadInput(f"{path}: checkpoint {i} lacks '{missing[0]}' (each needs step and model)")
+        if not all(isinstance(c.get(k, 0), int) and not isinstance(c.get(k, 0), bool) for k in ("seed", "step")):
+            raise BadInput(f"{path}: checkpoint {i}: seed and step must be whole numbers")
         out.append(Checkpoint(str(c.get("mitigation", "none")), int(c.get("seed", 0)), int(c["step"]), str(c["model"])))
     if not out:
         raise BadInput(f"{path}: no checkpoints; give [checkpoints] pattern (matching no folder?) or [[checkpoint]]")
@@ -152,10 +176,15 @@ def load(path: Path) -> Sweep:
     limits = _table(doc, "benchmarks", None, path)
     if not limits:
         raise BadInput(f"{path}: [benchmarks] is empty; give name = limit (0: every prompt)")
-    per = {n: (int(lim) or None) for key, lim in limits.items() for n in benchmarks.expand([key])}  # names checked
+    for key, lim in limits.items():
+        if not isinstance(lim, int) or isinstance(lim, bool) or lim < 0:
+            raise BadInput(f"{path}: [benchmarks] {key} = {lim!r}; give a whole number of prompts (0: every prompt)")
+    per = {n: (lim or None) for key, lim in limits.items() for n in benchmarks.expand([key])}  # names checked
     names = list(per)
     run = _table(doc, "run", RUN_KEYS, path)
     dec = _table(doc, "decoding", DECODING_KEYS, path)
+    _check_values(run, "run", path)
+    _check_values(dec, "decoding", path)
     decoding = decoding_from_options(
         max_new_tokens=int(dec.get("max_new_tokens", 64)), temperature=float(dec.get("temperature", 0.0)),
         top_p=float(dec.get("top_p", 1.0)), seed=int(run.get("sampling_seed", 0)),
@@ -174,7 +203,12 @@ def load(path: Path) -> Sweep:
     cks = _checkpoints(doc, path)
     specs = [replace(base, mitigation=c.mitigation, run_seed=c.seed, step=c.step, model=c.model) for c in cks]
     servers = _table(doc, "servers", {"urls", "concurrency"}, path)
+    urls, conc = servers.get("urls", []), servers.get("concurrency", 8)
+    if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+        raise BadInput(f'{path}: [servers] urls must be a list of base URLs, e.g. ["http://10.0.0.5:8000/v1"]')
+    if not isinstance(conc, int) or isinstance(conc, bool) or conc < 1:
+        raise BadInput(f"{path}: [servers] concurrency = {conc!r}; give the requests in flight per server (1 or more)")
     return Sweep(
-        path, doc["experiment"], cks, specs, [str(u) for u in servers.get("urls", [])],
-        int(servers.get("concurrency", 8)), _table(doc, "ray", {"address", "num_gpus", "num_cpus"}, path),
+        path, doc["experiment"], cks, specs, list(urls), conc,
+        _table(doc, "ray", {"address", "num_gpus", "num_cpus"}, path),
     )  # fmt: skip
