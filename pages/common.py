@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import streamlit as st
@@ -99,12 +100,39 @@ def counts(path: str, mtime: float) -> dict[str, int]:
         return s.counts()
 
 
-@st.cache_resource(show_spinner="Reading verdicts…", max_entries=4)
-def verdicts(path: str, version: str, experiment: str, evaluators: tuple[str, ...] | None = None) -> pl.DataFrame:
-    """The experiment's verdicts (only ``evaluators``' where given). Shared, not copied, between reruns and
-    sessions (polars frames are not changed in place); at most four such frames are held."""
+@st.cache_resource(show_spinner="Reading verdicts…", max_entries=64)
+def evaluator_verdicts(path: str, version: str, experiment: str, evaluator: str) -> pl.DataFrame:
+    """One evaluator's verdicts in the experiment, read once and shared (not copied) between reruns, pages
+    and sessions: polars frames are never changed in place."""
     with _open(path) as s:
-        return reads.verdicts(s, experiment, evaluators=evaluators)
+        return reads.verdicts(s, experiment, evaluators=[evaluator])
+
+
+def verdicts(path: str, version: str, experiment: str, evaluators: tuple[str, ...] | None = None) -> pl.DataFrame:
+    """The experiment's verdicts (only ``evaluators``' where given): the per-evaluator frames side by side
+    (no copy), so pages that show different evaluators share what they read."""
+    names = (
+        evaluators if evaluators is not None else tuple(contents(path, version, experiment)["evaluators"]["evaluator"])
+    )
+    frames = [evaluator_verdicts(path, version, experiment, e) for e in names]
+    return pl.concat(frames, rechunk=False) if frames else reads.empty_verdicts()
+
+
+@st.cache_data(show_spinner="Computing…", max_entries=64)
+def analysed(
+    name: str,
+    path: str,
+    version: str,
+    experiment: str,
+    evaluators: tuple[str, ...],
+    kwargs: tuple[tuple[str, Any], ...],
+) -> Any:
+    """``capsafe_core.analysis.<name>`` on the verdicts of ``evaluators``, cached by its arguments: a rerun
+    with the same choices (a warm page) does not recompute it."""
+    from capsafe_core import analysis
+
+    v = verdicts(path, version, experiment, evaluators)
+    return getattr(analysis, name)(v, **{k: list(x) if isinstance(x, tuple) else x for k, x in kwargs})
 
 
 @st.cache_data(show_spinner=False)
@@ -196,6 +224,12 @@ class Context(reports.ExperimentSetup):
     path: str = ""
     mtime: float = 0.0
     version: str = ""
+
+    def analysed(self, name: str, evaluators: tuple[str | None, ...], **kwargs: Any) -> Any:
+        """A cached ``analysis.<name>(verdicts of evaluators, **kwargs)`` (lists become tuples for the key)."""
+        names = tuple(sorted({e for e in evaluators if e}))
+        key = tuple(sorted((k, tuple(x) if isinstance(x, list) else x) for k, x in kwargs.items()))
+        return analysed(name, self.path, self.version, self.experiment, names, key)
 
     def verdicts(self, *evaluators: str | None) -> pl.DataFrame:
         """All verdicts, or only those of ``evaluators`` (what a page shows)."""

@@ -24,8 +24,13 @@ target = st.slider(
 )
 apart = st.toggle("Set incoherent answers apart", key="cmp_apart")
 v = ctx.verdicts(ctx.scorer, "coherence", *ctx.safety_evaluators)  # the views and the coherence flag
-tables = analysis.compare_tables(
-    v, target, capability_benchmark=ctx.capability_benchmark, scorer=ctx.scorer, set_apart_incoherent=apart
+tables = ctx.analysed(
+    "compare_tables",
+    (ctx.scorer, "coherence", *ctx.safety_evaluators),
+    target=target,
+    capability_benchmark=ctx.capability_benchmark,
+    scorer=ctx.scorer,
+    set_apart_incoherent=apart,
 )
 long = tables["compare"]
 if long.height == 0:

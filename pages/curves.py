@@ -26,9 +26,9 @@ apart = st.toggle(
     help="Off: every answer counts as it was judged. On: answers the coherence evaluator calls "
     "incoherent are left out, since judges often score broken text as safe.",
 )
-v = ctx.verdicts(ctx.scorer, evaluator, "coherence", *ctx.refusal_evaluators)  # only what this page shows
-df = analysis.curves(
-    v,
+df = ctx.analysed(
+    "curves",
+    (ctx.scorer, evaluator, "coherence"),
     evaluator=evaluator,
     benchmarks=benches or ctx.safety_benchmarks,
     metric=metric,
@@ -66,8 +66,9 @@ with left:
     st.subheader("Incoherence on safety prompts")
     coh = [e for e in ctx.evaluators if e == "coherence"]
     if coh:
-        inc = analysis.curves(
-            v,
+        inc = ctx.analysed(
+            "curves",
+            (ctx.scorer, "coherence"),
             evaluator="coherence",
             benchmarks=benches or ctx.safety_benchmarks,
             metric="incoherence_rate",
@@ -85,8 +86,9 @@ with right:
     st.subheader("Over-refusal")
     if ctx.overrefusal_benchmarks and ctx.refusal_evaluators:
         ref_eval = st.selectbox("Refusal judge", ctx.refusal_evaluators, key="cv_ref_eval")
-        over = analysis.curves(
-            v,
+        over = ctx.analysed(
+            "curves",
+            (ctx.scorer, ref_eval),
             evaluator=ref_eval,
             benchmarks=ctx.overrefusal_benchmarks,
             metric="refusal_rate",

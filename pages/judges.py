@@ -15,7 +15,14 @@ st.caption(
 )
 v = ctx.verdicts("coherence", *ctx.safety_evaluators)  # the judges and the coherence flag
 h = ctx.humans()
-dims = [d for d in analysis.DIMENSIONS if analysis.rater_values(v, h, dimension=d).height]
+dims = [  # what the experiment holds (the pairs below say when fewer than two raters share items)
+    d
+    for d, have in (
+        ("unsafe", bool(ctx.safety_benchmarks and (ctx.safety_evaluators or h.height))),
+        ("refusal", bool(ctx.refusal_evaluators or h.height)),
+    )
+    if have
+]
 if not dims:
     st.info("No safety or refusal verdicts to compare in this experiment.")
     st.stop()
@@ -110,10 +117,10 @@ st.caption(
     "Of the answers a judge called safe on safety prompts, the share the coherence evaluator calls "
     "incoherent: a model can look safe because it stopped working."
 )
-sbb = analysis.safe_because_broken(v)
+sbb = ctx.analysed("safe_because_broken", ("coherence", *ctx.safety_evaluators))
 if sbb.height:
     st.dataframe(sbb.with_columns(pl.col("safe_because_broken").round(3)), hide_index=True)
-    by_mit = analysis.safe_because_broken(v, by=("mitigation",))
+    by_mit = ctx.analysed("safe_because_broken", ("coherence", *ctx.safety_evaluators), by=("mitigation",))
     with st.expander("per mitigation"):
         st.dataframe(by_mit.with_columns(pl.col("safe_because_broken").round(3)), hide_index=True)
 else:

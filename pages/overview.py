@@ -50,8 +50,9 @@ benches = right.multiselect(
     "Safety benchmarks", ctx.safety_benchmarks, default=ctx.safety_benchmarks, key="ov_benchmarks"
 )
 v = ctx.verdicts(ctx.scorer, evaluator)  # only what this page shows
-tables = analysis.overview(
-    v,
+tables = ctx.analysed(
+    "overview",
+    (ctx.scorer, evaluator),
     target=target,
     capability_benchmark=ctx.capability_benchmark,
     scorer=ctx.scorer,

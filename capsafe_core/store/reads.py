@@ -143,6 +143,14 @@ def verdicts(
     ).with_columns(pl.col("label").cast(pl.Categorical))
 
 
+def empty_verdicts() -> pl.DataFrame:
+    """A verdict frame with no rows (``verdicts``' columns)."""
+    cols = {"generation_id": pl.Int64, "checkpoint_id": pl.Int64, "mitigation": pl.Utf8, "seed": pl.Int64}
+    cols |= {"step": pl.Int64, "prompt_id": pl.Int64, "benchmark": pl.Utf8, "bench_kind": pl.Utf8}
+    cols |= {"category": pl.Utf8, "evaluator": pl.Utf8, "ev_kind": pl.Utf8, "label": pl.Categorical}
+    return pl.DataFrame(schema=cols | {"score": pl.Float64})
+
+
 def evaluators_in_use(store: Store, pinned: Mapping[str, str] | None = None) -> pl.DataFrame:
     """``evaluator_id, evaluator, ev_kind, version``: the newest version of each evaluator, or the one
     ``pinned`` names."""

@@ -1,0 +1,54 @@
+"""The dashboard's narrower readers give what the full reader gives: per-evaluator verdict frames side by
+side equal the experiment's whole verdict frame, a read restricted to evaluators and benchmarks equals the
+whole frame filtered, and the setup from what an experiment holds equals the setup from its verdicts; on
+the demo and on a synthetic database like bench/dashboard.py's."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from capsafe_core import bundled, reports
+from capsafe_core.store import Store, reads
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def databases(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("reads")
+    demo = tmp / "demo.db"
+    shutil.copyfile(bundled.demo_db(), demo)
+    sys.path.insert(0, str(ROOT / "bench"))
+    import dashboard  # bench/dashboard.py's synthetic database
+
+    synthetic = tmp / "synthetic.db"
+    dashboard.build(synthetic, 20_000)
+    return [demo, synthetic]
+
+
+def _same(a: pl.DataFrame, b: pl.DataFrame) -> bool:
+    key = ["generation_id", "evaluator"]
+    as_text = pl.col("label").cast(pl.Utf8)
+    return a.schema == b.schema and a.sort(key).with_columns(as_text).equals(b.sort(key).with_columns(as_text))
+
+
+def test_narrow_readers_equal_the_full_one(databases):
+    for db in databases:
+        with Store.open(db, read_only=True) as s:
+            for exp in s.experiments()["name"].to_list():
+                full = reads.verdicts(s, exp)
+                held = reads.contents(s, exp)
+                names = held["evaluators"]["evaluator"].to_list()
+                parts = pl.concat([reads.verdicts(s, exp, evaluators=[e]) for e in names], rechunk=False)
+                assert _same(full, parts), (db.name, exp)
+                some, benches = names[:2], held["benchmarks"]["benchmark"].to_list()[:1]
+                narrow = reads.verdicts(s, exp, evaluators=some, benchmarks=benches)
+                wanted = full.filter(pl.col("evaluator").is_in(some) & pl.col("benchmark").is_in(benches))
+                assert narrow.height > 0 and _same(narrow, wanted), (db.name, exp)
+                row = s.experiments().filter(pl.col("name") == exp).to_dicts()[0]
+                assert reports.setup_from(row, **held) == reports.experiment_setup(row, full), (db.name, exp)
