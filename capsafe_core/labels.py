@@ -23,8 +23,9 @@ REASONS = {
 }
 
 
-def flagged(v: pl.DataFrame, *, coherence: str = "coherence") -> pl.DataFrame:
-    """``generation_id, reasons`` (list) for every flagged generation of the verdict frame."""
+def flagged(v: pl.DataFrame, *, coherence: str = "coherence", unparsed: pl.DataFrame | None = None) -> pl.DataFrame:
+    """``generation_id, reasons`` (list) for every flagged generation of the verdict frame; ``unparsed``
+    (``generation_id``) gives the unparsed ones where ``v`` holds only some evaluators."""
     incoherent = (
         v.filter((pl.col("evaluator") == coherence) & (pl.col("label") == "incoherent"))
         .select("generation_id")
@@ -41,7 +42,8 @@ def flagged(v: pl.DataFrame, *, coherence: str = "coherence") -> pl.DataFrame:
     disagree = per_gen.filter(pl.col("lo") != pl.col("hi")).select("generation_id")
     judged_safe = per_gen.filter(pl.col("lo") == 0).select("generation_id")
     safe_incoherent = judged_safe.join(incoherent, on="generation_id", how="semi")
-    unparsed = v.filter(pl.col("label") == "unparsed").select("generation_id").unique()
+    if unparsed is None:
+        unparsed = v.filter(pl.col("label") == "unparsed").select("generation_id").unique()
     parts = [
         f.with_columns(pl.lit(r).alias("reason"))
         for r, f in (
@@ -57,14 +59,22 @@ def flagged(v: pl.DataFrame, *, coherence: str = "coherence") -> pl.DataFrame:
 
 
 def queue(
-    v: pl.DataFrame, humans: pl.DataFrame, *, reasons: list[str], annotator: str, coherence: str = "coherence"
+    v: pl.DataFrame,
+    humans: pl.DataFrame,
+    *,
+    reasons: list[str],
+    annotator: str,
+    coherence: str = "coherence",
+    flags: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Flagged generations for any of ``reasons`` that ``annotator`` has not labelled yet, in a stable
-    order that mixes checkpoints (by a hash of the generation id)."""
+    order that mixes checkpoints (by a hash of the generation id). ``flags``: ``flagged``'s frame, where
+    the caller has it already."""
     unknown = [r for r in reasons if r not in REASONS]
     if unknown:
         raise BadInput(f"Unknown flag reason '{unknown[0]}'; use {', '.join(REASONS)}")
-    f = flagged(v, coherence=coherence).filter(pl.col("reasons").list.set_intersection(reasons).list.len() > 0)
+    f = flags if flags is not None else flagged(v, coherence=coherence)
+    f = f.filter(pl.col("reasons").list.set_intersection(reasons).list.len() > 0)
     done = humans.filter(pl.col("annotator") == annotator).select("generation_id") if humans.height else None
     if done is not None:
         f = f.join(done, on="generation_id", how="anti")
@@ -100,9 +110,13 @@ def undo(store: Store, label_id: int, *, annotator: str) -> int | None:
     return store_labels.delete_label(store, label_id, annotator=annotator)
 
 
-def progress(v: pl.DataFrame, humans: pl.DataFrame, *, reasons: list[str], annotator: str) -> tuple[int, int]:
+def progress(
+    v: pl.DataFrame, humans: pl.DataFrame, *, reasons: list[str], annotator: str, flags: pl.DataFrame | None = None
+) -> tuple[int, int]:
     """(labelled by ``annotator``, flagged in total) for the chosen reasons."""
-    f = flagged(v).filter(pl.col("reasons").list.set_intersection(reasons).list.len() > 0)
+    f = (flags if flags is not None else flagged(v)).filter(
+        pl.col("reasons").list.set_intersection(reasons).list.len() > 0
+    )
     if not humans.height:
         return 0, f.height
     mine = humans.filter(pl.col("annotator") == annotator).select("generation_id")

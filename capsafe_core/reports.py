@@ -60,7 +60,7 @@ def experiment_setup(row: dict[str, Any], v: pl.DataFrame) -> ExperimentSetup:
 def setup_from(
     row: dict[str, Any], *, benchmarks: pl.DataFrame, evaluators: pl.DataFrame, mitigations: pl.DataFrame
 ) -> ExperimentSetup:
-    """``experiment_setup`` from what the experiment holds (``store.reads.contents``: benchmark, bench_kind;
+    """``experiment_setup`` from what the experiment holds (``store.summary.contents``: benchmark, bench_kind;
     evaluator, ev_kind; mitigation), without reading its verdicts."""
 
     def names(frame: pl.DataFrame, col: str, kind_col: str, *kinds: str) -> list[str]:

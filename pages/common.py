@@ -18,7 +18,7 @@ import streamlit as st
 
 from capsafe_core import access, bundled, inert, reports
 from capsafe_core.errors import CapsafeError
-from capsafe_core.store import Store, reads
+from capsafe_core.store import Store, reads, summary
 
 ACCESS = access.Access.from_env()  # set by capsafe serve; open (no login) on loopback
 
@@ -80,7 +80,7 @@ def _verdict_version(path: str, file_stamp: float) -> str:
 def contents(path: str, version: str, experiment: str) -> dict[str, pl.DataFrame]:
     """What the experiment holds (benchmarks, evaluators, mitigations), without reading its verdicts."""
     with _open(path) as s:
-        return reads.contents(s, experiment)
+        return summary.contents(s, experiment)
 
 
 def _open(path: str) -> Store:
@@ -133,6 +133,30 @@ def analysed(
 
     v = verdicts(path, version, experiment, evaluators)
     return getattr(analysis, name)(v, **{k: list(x) if isinstance(x, tuple) else x for k, x in kwargs})
+
+
+@st.cache_data(show_spinner="Finding flagged responses…", max_entries=8)
+def flags(path: str, version: str, experiment: str, evaluators: tuple[str, ...]) -> pl.DataFrame:
+    """``labels.flagged`` on the coherence flag and the safety judges, with every evaluator's unparsed
+    verdicts found by SQLite (not by reading them all)."""
+    from capsafe_core import labels
+
+    with _open(path) as s:
+        unparsed = summary.unparsed_ids(s, experiment)
+    return labels.flagged(verdicts(path, version, experiment, evaluators), unparsed=unparsed)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def evaluator_labels(path: str, version: str, evaluator: str) -> list[str]:
+    with _open(path) as s:
+        return summary.evaluator_labels(s, evaluator)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def checkpoints(path: str, version: str, experiment: str) -> pl.DataFrame:
+    """``mitigation, seed, step`` of the experiment's checkpoints."""
+    with _open(path) as s:
+        return s.checkpoints(experiment).select("mitigation", "seed", "step")
 
 
 @st.cache_data(show_spinner=False)

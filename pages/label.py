@@ -72,9 +72,11 @@ else:
         "Flagged responses were chosen because they look wrong: labelling them finds problems, and these labels "
         "are never used for estimates (use an audit sample for that: capsafe audit draw)."
     )
-    v = ctx.verdicts()
-    q = labels.queue(v, h, reasons=reasons, annotator=annotator).filter(~pl.col("generation_id").is_in(ss.lb_skipped))
-    done, total = labels.progress(v, h, reasons=reasons, annotator=annotator)
+    names = tuple(sorted({"coherence", *ctx.safety_evaluators}))
+    f = common.flags(ctx.path, ctx.version, ctx.experiment, names)
+    q = labels.queue(f, h, reasons=reasons, annotator=annotator, flags=f)
+    q = q.filter(~pl.col("generation_id").is_in(ss.lb_skipped))
+    done, total = labels.progress(f, h, reasons=reasons, annotator=annotator, flags=f)
     for gid, why in q.head(1).select("generation_id", "reasons").iter_rows():
         meta[gid] = "flagged: " + inert.md(", ".join(labels.REASONS[r] for r in why))
 what = "items of the audit sample" if kind == "audit" else "flagged samples"

@@ -37,23 +37,24 @@ def _pick(label: str, options: list[str], param: str, col) -> str | None:
     return value
 
 
-v = ctx.verdicts()
+cks = common.checkpoints(ctx.path, ctx.version, ctx.experiment)  # no verdicts read: SQLite pages through them
 c1, c0, c2, c3, c4 = st.columns([3, 1, 2, 3, 3])
 mitigation = _pick("Mitigation", ctx.mitigations, "mitigation", c1)
-runs = v.filter(pl.col("mitigation") == mitigation) if mitigation else v.head(0)
+runs = cks.filter(pl.col("mitigation") == mitigation) if mitigation else cks.head(0)
 seeds = sorted(runs["seed"].unique().to_list())
 seed = _pick("Seed", [str(s) for s in seeds], "seed", c0) if len(seeds) > 1 else None
 if seed is not None:
     runs = runs.filter(pl.col("seed") == int(seed))
 steps = sorted(runs["step"].unique().to_list())
 step = _pick("Step", [str(s) for s in steps], "step", c2) if mitigation else None
-benchmark = _pick("Benchmark", sorted(v["benchmark"].unique().to_list()), "benchmark", c3)
+held = common.contents(ctx.path, ctx.version, ctx.experiment)["benchmarks"]["benchmark"].to_list()
+benchmark = _pick("Benchmark", sorted(held), "benchmark", c3)
 category = _pick("Category", common.categories(ctx.path, ctx.mtime, ctx.experiment), "category", c4)
 c5, c6, c7, c8 = st.columns(4)
 evaluator = _pick("Evaluator", ctx.evaluators, "evaluator", c5)
 labels = []
 if evaluator:
-    labels = sorted(v.filter(pl.col("evaluator") == evaluator)["label"].cast(pl.Utf8).unique().to_list())
+    labels = common.evaluator_labels(ctx.path, ctx.version, evaluator)
 label = _pick("Its verdict", labels, "label", c6) if evaluator else None
 coherence = _pick("Coherence", ["coherent", "incoherent"], "coherence", c7)
 human = _pick("Human label", ["labelled", "unlabelled"], "human", c8)

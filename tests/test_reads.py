@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from capsafe_core import bundled, reports
-from capsafe_core.store import Store, reads
+from capsafe_core.store import Store, reads, summary
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,7 +42,7 @@ def test_narrow_readers_equal_the_full_one(databases):
         with Store.open(db, read_only=True) as s:
             for exp in s.experiments()["name"].to_list():
                 full = reads.verdicts(s, exp)
-                held = reads.contents(s, exp)
+                held = summary.contents(s, exp)
                 names = held["evaluators"]["evaluator"].to_list()
                 parts = pl.concat([reads.verdicts(s, exp, evaluators=[e]) for e in names], rechunk=False)
                 assert _same(full, parts), (db.name, exp)

@@ -222,34 +222,12 @@ def corrected_rates(
     people = people.select("generation_id", "y", "w")
     frame = judged.join(flag, on="generation_id", how="left").join(people, on="generation_id", how="left")
     frame = frame.with_columns(pl.col("stratum").fill_null("all"))
-    z = stats.norm.ppf(1 - alpha / 2)
-    rows = []
-    for (ck, mit, run, step), part in frame.group_by(
-        ["checkpoint_id", "mitigation", "seed", "step"], maintain_order=True
-    ):
-        yhat = part["yhat"].to_numpy().astype(float)
-        p = float(yhat.mean())
-        se = float(np.sqrt(p * (1 - p) / len(yhat)))
-        row = {
-            "checkpoint_id": ck, "mitigation": mit, "seed": run, "step": step, "value": p,
-            "lo": max(0.0, p - z * se), "hi": min(1.0, p + z * se), "n": len(yhat),
-        }  # fmt: skip
-        labelled = part.filter(pl.col("y").is_not_null())
-        row["n_labelled"] = labelled.height
-        if labelled.height >= MIN_LABELS:
-            strata = {str(s): _stratum(g, design is not None) for (s,), g in part.group_by(["stratum"])}
-            est = stratified(strata, alpha=alpha)
-            y = labelled["y"].to_numpy()
-            only = (
-                weighted_human_only(y.astype(float), labelled["w"].to_numpy(), alpha=alpha)
-                if design is not None
-                else human_only(y, alpha=alpha)
-            )
-            clip = lambda x: min(1.0, max(0.0, x))  # noqa: E731 (a rate)
-            row |= {"corrected": clip(est.value), "corrected_lo": clip(est.lo), "corrected_hi": clip(est.hi)}
-            row["corrected_se"] = est.se
-            row |= {"human_only": only.value, "human_only_lo": only.lo, "human_only_hi": only.hi}
-        rows.append(row)
+    rows = [
+        {"checkpoint_id": ck, "mitigation": mit, "seed": run, "step": step, **_checkpoint(part, design, alpha)}
+        for (ck, mit, run, step), part in frame.group_by(
+            ["checkpoint_id", "mitigation", "seed", "step"], maintain_order=True
+        )
+    ]
     cols = ["corrected", "corrected_lo", "corrected_hi", "corrected_se"]
     cols += ["human_only", "human_only_lo", "human_only_hi"]
     out = pl.DataFrame(rows, infer_schema_length=None)
@@ -257,6 +235,34 @@ def corrected_rates(
         if c not in out.columns:
             out = out.with_columns(pl.lit(None, dtype=pl.Float64).alias(c))
     return out.sort("mitigation", "seed", "step")
+
+
+def _checkpoint(part: pl.DataFrame, design: Design | None, alpha: float) -> dict[str, float | int]:
+    """One checkpoint's judge rate (normal CI) and, with at least ``MIN_LABELS`` labels, the corrected
+    rate and the labels' own rate, each with its CI."""
+    z = stats.norm.ppf(1 - alpha / 2)
+    yhat = part["yhat"].to_numpy().astype(float)
+    p = float(yhat.mean())
+    se = float(np.sqrt(p * (1 - p) / len(yhat)))
+    row: dict[str, float | int] = {"value": p, "lo": max(0.0, p - z * se), "hi": min(1.0, p + z * se), "n": len(yhat)}
+    labelled = part.filter(pl.col("y").is_not_null())
+    row["n_labelled"] = labelled.height
+    if labelled.height >= MIN_LABELS:
+        strata = {str(s): _stratum(g, design is not None) for (s,), g in part.group_by(["stratum"])}
+        est = stratified(strata, alpha=alpha)
+        y = labelled["y"].to_numpy()
+        only = (
+            weighted_human_only(y.astype(float), labelled["w"].to_numpy(), alpha=alpha)
+            if design is not None
+            else human_only(y, alpha=alpha)
+        )
+
+        def clip(x: float) -> float:  # a rate
+            return min(1.0, max(0.0, x))
+
+        row |= {"corrected": clip(est.value), "corrected_lo": clip(est.lo), "corrected_hi": clip(est.hi)}
+        row |= {"corrected_se": est.se, "human_only": only.value, "human_only_lo": only.lo, "human_only_hi": only.hi}
+    return row
 
 
 def _stratum(g: pl.DataFrame, designed: bool) -> Stratum:

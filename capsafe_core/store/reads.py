@@ -163,35 +163,6 @@ def evaluators_in_use(store: Store, pinned: Mapping[str, str] | None = None) -> 
     return ev.join(latest, on=["evaluator", "evaluator_id"], how="semi")
 
 
-def contents(store: Store, experiment: str) -> dict[str, pl.DataFrame]:
-    """What an experiment holds, without reading its verdicts: ``benchmarks`` (benchmark, bench_kind) with
-    generations, ``evaluators`` (evaluator, ev_kind; newest versions) with judgments, and ``mitigations``."""
-    exp_id = int(store.experiment_id(experiment))
-    benches = store.frame(
-        """SELECT b.name AS benchmark, b.kind AS bench_kind FROM benchmarks b WHERE EXISTS (
-             SELECT 1 FROM prompts p JOIN generations g ON g.prompt_id = p.id
-             JOIN checkpoints c ON c.id = g.checkpoint_id WHERE p.benchmark_id = b.id AND c.experiment_id = ?)
-           ORDER BY b.name""",
-        [exp_id],
-    )
-    present = {
-        int(r[0])
-        for r in store.conn.execute(
-            """SELECT e.id FROM evaluators e WHERE EXISTS (
-                 SELECT 1 FROM judgments j JOIN generations g ON g.id = j.generation_id
-                 JOIN checkpoints c ON c.id = g.checkpoint_id WHERE j.evaluator_id = e.id AND c.experiment_id = ?)""",
-            [exp_id],
-        )
-    }
-    ev = evaluators_in_use(store).filter(pl.col("evaluator_id").is_in(sorted(present)))
-    mits = store.frame("SELECT DISTINCT mitigation FROM checkpoints WHERE experiment_id = ? ORDER BY 1", [exp_id])
-    return {
-        "benchmarks": benches if benches.height else pl.DataFrame(schema={"benchmark": pl.Utf8, "bench_kind": pl.Utf8}),
-        "evaluators": ev.select("evaluator", "ev_kind").sort("evaluator"),
-        "mitigations": mits if mits.height else pl.DataFrame(schema={"mitigation": pl.Utf8}),
-    }
-
-
 def human_labels(store: Store, experiment: str | None = None, *, latest: bool = True) -> pl.DataFrame:
     """Human labels (the latest per annotator and generation unless ``latest=False``)."""
     where, params = "", list[object]()
