@@ -50,37 +50,29 @@ def stop(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
 
 
 @contextlib.contextmanager
-def llama_cpp_server(model_path: str, *, n_ctx: int = 1024) -> Iterator[str]:
-    """Start ``python -m llama_cpp.server`` on a free loopback port; yields its /v1 base URL."""
-    port = free_port()
+def _llama_cpp(args: list[str], port: int) -> Iterator[tuple[str, Any]]:
+    """``python -m llama_cpp.server ARGS`` listening on ``port``; yields (its /v1 base URL, the process)."""
     log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (a pipe nobody reads would fill up and block)
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            model_path,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--n_ctx",
-            str(n_ctx),
-            "--n_threads",
-            "2",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-        text=True,
+        [sys.executable, "-m", "llama_cpp.server", *args], stdout=subprocess.DEVNULL, stderr=log, text=True
     )
     url = f"http://127.0.0.1:{port}/v1"
     try:
         wait_until_up(f"{url}/models", proc, seconds=120, what="llama.cpp server", log=log)
-        yield url
+        yield url, proc
     finally:
-        stop(proc)
+        if proc.poll() is None:
+            stop(proc)
         log.close()
+
+
+@contextlib.contextmanager
+def llama_cpp_server(model_path: str, *, n_ctx: int = 1024) -> Iterator[str]:
+    """Start ``python -m llama_cpp.server`` on a free loopback port; yields its /v1 base URL."""
+    port = free_port()
+    args = ["--model", model_path, "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx)]
+    with _llama_cpp([*args, "--n_threads", "2"], port) as (url, _):
+        yield url
 
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
@@ -128,6 +120,7 @@ def llama_cpp_fleet_member(model_path: str, aliases: list[str], *, n_ctx: int = 
     """One ``llama_cpp.server`` serving ``model_path`` under several names (its multi-model config file), as
     a vLLM server serves several LoRA checkpoints; yields (its /v1 base URL, the process, to kill it)."""
     import json
+    import os
 
     port = free_port()
     config = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)  # noqa: SIM115
@@ -136,19 +129,8 @@ def llama_cpp_fleet_member(model_path: str, aliases: list[str], *, n_ctx: int = 
     ]
     json.dump({"host": "127.0.0.1", "port": port, "models": models}, config)
     config.close()
-    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--config_file", config.name],
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}/v1"
     try:
-        wait_until_up(f"{url}/models", proc, seconds=120, what="llama.cpp server", log=log)
-        yield url, proc
+        with _llama_cpp(["--config_file", config.name], port) as served:
+            yield served
     finally:
-        if proc.poll() is None:
-            stop(proc)
-        log.close()
-        __import__("os").unlink(config.name)
+        os.unlink(config.name)
