@@ -68,8 +68,8 @@ def prompts(store: Store, experiment_id: int) -> pl.DataFrame:
     return _frame(
         store,
         """SELECT p.id, b.name, b.kind, p.ext_id, p.category FROM prompts p JOIN benchmarks b ON b.id = p.benchmark_id
-           WHERE p.id IN (SELECT g.prompt_id FROM generations g JOIN checkpoints c ON c.id = g.checkpoint_id
-                          WHERE c.experiment_id = ?)""",
+           WHERE EXISTS (SELECT 1 FROM generations g JOIN checkpoints c ON c.id = g.checkpoint_id
+                         WHERE g.prompt_id = p.id AND c.experiment_id = ?)""",
         [experiment_id],
         {"prompt_id": pl.Int64, "benchmark": pl.Utf8, "bench_kind": pl.Utf8, "ext_id": pl.Utf8, "category": pl.Utf8},
     )
