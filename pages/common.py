@@ -180,11 +180,14 @@ def samples(
 
 
 @st.cache_data(show_spinner="Comparing raters…", max_entries=8)
-def agreement(path: str, version: str, human_stamp: float, experiment: str, dimension: str) -> pl.DataFrame:
+def agreement(
+    path: str, version: str, human_stamp: float, experiment: str, dimension: str, evaluators: tuple[str, ...]
+) -> pl.DataFrame:
+    """``analysis.agreement`` between ``evaluators`` (the judges and the coherence flag) and people."""
     from capsafe_core import analysis
 
     return analysis.agreement(
-        verdicts(path, version, experiment), humans(path, human_stamp, experiment), dimension=dimension
+        verdicts(path, version, experiment, evaluators), humans(path, human_stamp, experiment), dimension=dimension
     )
 
 

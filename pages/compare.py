@@ -23,10 +23,11 @@ target = st.slider(
     help=f"{inert.md(ctx.scorer)} on {inert.md(ctx.capability_benchmark)}",
 )
 apart = st.toggle("Set incoherent answers apart", key="cmp_apart")
-v = ctx.verdicts(ctx.scorer, "coherence", *ctx.safety_evaluators)  # the views and the coherence flag
+needed = (ctx.scorer, *ctx.safety_evaluators, "coherence" if apart else None)  # the coherence flag when used
+v = ctx.verdicts(*needed)
 tables = ctx.analysed(
     "compare_tables",
-    (ctx.scorer, "coherence", *ctx.safety_evaluators),
+    needed,
     target=target,
     capability_benchmark=ctx.capability_benchmark,
     scorer=ctx.scorer,
@@ -90,7 +91,7 @@ if m in ("unsafe_rate", "refusal_rate"):
         known = set(ctx.safety_benchmarks + ctx.overrefusal_benchmarks)
         try:
             corrected = at_target.corrected_at_target(
-                v,
+                ctx.verdicts(ctx.scorer, e, "coherence"),  # stratified by the coherence flag
                 ctx.humans(),
                 cap_pv=analysis.capability_values(v, capability_benchmark=ctx.capability_benchmark, scorer=ctx.scorer),
                 target=target,

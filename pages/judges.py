@@ -33,7 +33,8 @@ dimension = st.radio(
     key="jd_dim",
     format_func=lambda d: {"unsafe": "unsafe vs safe (safety prompts)", "refusal": "refusal vs not (all prompts)"}[d],
 )
-pairs = common.agreement(ctx.path, ctx.version, common.stamp(ctx.path), ctx.experiment, dimension)
+judges = tuple(sorted({"coherence", *ctx.safety_evaluators}))
+pairs = common.agreement(ctx.path, ctx.version, common.stamp(ctx.path), ctx.experiment, dimension, judges)
 if pairs.height == 0:
     st.info("Fewer than two raters share items on this dimension.")
     st.stop()
