@@ -90,3 +90,15 @@ def test_judges_page_shows_people_against_judges(audited, browser):
     assert page.locator("[data-testid='stException']").count() == 0
     page.screenshot(path=str(SHOTS / "judges-xstest.png"), full_page=True)
     ctx.close()
+
+
+def test_compare_shows_a_view_corrected_with_the_audit_labels(audited, browser):
+    ctx, page = new_page(browser, height=2600)
+    page.goto(f"{audited['url']}/compare?annotator=aud", wait_until="domcontentloaded")
+    wait_ready(page)
+    page.get_by_text("This view corrected with the labels of aud").wait_for(timeout=60_000)
+    table = page.locator("[data-testid='stTable']").first.inner_text()
+    assert "corrected [95% CI]" in table and "lower_lr" in table
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.screenshot(path=str(SHOTS / "compare-corrected.png"), full_page=True)
+    ctx.close()
