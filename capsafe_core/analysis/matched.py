@@ -85,8 +85,9 @@ def _prompt_weights(frames: list[pl.DataFrame], rng: np.random.Generator, b: int
     out: dict[int, np.ndarray] = {}
     for bench in sorted(by_bench):
         prompts = sorted(by_bench[bench])
-        counts = rng.multinomial(len(prompts), np.full(len(prompts), 1 / len(prompts)), size=b)
-        counts = np.vstack([np.ones((1, len(prompts))), counts])
+        drawn = rng.multinomial(len(prompts), np.full(len(prompts), 1 / len(prompts)), size=b)
+        counts = np.empty((b + 1, len(prompts)))  # replicate 0: the data as observed (filled without a vstack copy)
+        counts[0], counts[1:] = 1.0, drawn
         out.update({p: counts[:, i] for i, p in enumerate(prompts)})
     return out
 
