@@ -125,8 +125,8 @@ def _cache_argument(model: Any) -> str:
 def _next_token(logits: Any, temperature: float, top_p: float, generator: Any) -> Any:
     import torch
 
-    if temperature <= 0:
-        return logits.argmax(dim=-1)
+    if temperature <= 0:  # in float32: the same maximum (an exact upcast); a bf16 argmax is slow on CPUs
+        return logits.float().argmax(dim=-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     if top_p < 1.0:
         sorted_p, order = probs.sort(dim=-1, descending=True)
