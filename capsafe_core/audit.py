@@ -176,9 +176,7 @@ def design_of(store: Store, experiment: str, name: str | None = None) -> Design:
 
 def design_frame(store: Store, experiment: str, name: str | None = None) -> pl.DataFrame:
     """``generation_id, inclusion_prob`` of an audit sample (the newest where ``name`` is None)."""
-    return store_audit.items(store, store_audit.sample_id(store, experiment, name)).select(
-        "generation_id", "inclusion_prob"
-    )
+    return design_of(store, experiment, name).items
 
 
 EXPORT_COLUMNS = ["sample", "position", "generation_id", "stratum", "inclusion_prob", "mitigation", "seed", "step"]

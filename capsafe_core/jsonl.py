@@ -1,4 +1,4 @@
-"""Reading JSON Lines with errors that name the file and line."""
+"""JSON helpers: reading JSON Lines with errors that name the file and line; values JSON can hold."""
 
 from __future__ import annotations
 
@@ -18,3 +18,14 @@ def read_lines(text: str, name: str) -> Iterator[tuple[int, Any]]:
             yield i, json.loads(line)
         except json.JSONDecodeError as e:
             raise BadInput(f"{name} line {i} is not valid JSON ({e.msg}); fix or remove that line") from None
+
+
+def json_safe(value: Any) -> Any:
+    """JSON has no NaN: undefined statistics (κ with one class) become null, in nested dicts and lists too."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value

@@ -58,27 +58,21 @@ def flagged(v: pl.DataFrame, *, coherence: str = "coherence", unparsed: pl.DataF
     )
 
 
-def queue(
-    v: pl.DataFrame,
-    humans: pl.DataFrame,
-    *,
-    reasons: list[str],
-    annotator: str,
-    coherence: str = "coherence",
-    flags: pl.DataFrame | None = None,
-) -> pl.DataFrame:
-    """Flagged generations for any of ``reasons`` that ``annotator`` has not labelled yet, in a stable
-    order that mixes checkpoints (by a hash of the generation id). ``flags``: ``flagged``'s frame, where
-    the caller has it already."""
+def queue(flags: pl.DataFrame, humans: pl.DataFrame, *, reasons: list[str], annotator: str) -> pl.DataFrame:
+    """Generations of ``flags`` (``flagged``'s frame) flagged for any of ``reasons`` that ``annotator`` has
+    not labelled yet, in a stable order that mixes checkpoints (by a hash of the generation id)."""
     unknown = [r for r in reasons if r not in REASONS]
     if unknown:
         raise BadInput(f"Unknown flag reason '{unknown[0]}'; use {', '.join(REASONS)}")
-    f = flags if flags is not None else flagged(v, coherence=coherence)
-    f = f.filter(pl.col("reasons").list.set_intersection(reasons).list.len() > 0)
+    f = _for_reasons(flags, reasons)
     done = humans.filter(pl.col("annotator") == annotator).select("generation_id") if humans.height else None
     if done is not None:
         f = f.join(done, on="generation_id", how="anti")
     return f.with_columns(pl.col("generation_id").hash(seed=7).alias("_o")).sort("_o").drop("_o")
+
+
+def _for_reasons(flags: pl.DataFrame, reasons: list[str]) -> pl.DataFrame:
+    return flags.filter(pl.col("reasons").list.set_intersection(reasons).list.len() > 0)
 
 
 def save_label(
@@ -110,13 +104,9 @@ def undo(store: Store, label_id: int, *, annotator: str) -> int | None:
     return store_labels.delete_label(store, label_id, annotator=annotator)
 
 
-def progress(
-    v: pl.DataFrame, humans: pl.DataFrame, *, reasons: list[str], annotator: str, flags: pl.DataFrame | None = None
-) -> tuple[int, int]:
-    """(labelled by ``annotator``, flagged in total) for the chosen reasons."""
-    f = (flags if flags is not None else flagged(v)).filter(
-        pl.col("reasons").list.set_intersection(reasons).list.len() > 0
-    )
+def progress(flags: pl.DataFrame, humans: pl.DataFrame, *, reasons: list[str], annotator: str) -> tuple[int, int]:
+    """(labelled by ``annotator``, flagged in total) for the chosen reasons (``flags``: ``flagged``'s frame)."""
+    f = _for_reasons(flags, reasons)
     if not humans.height:
         return 0, f.height
     mine = humans.filter(pl.col("annotator") == annotator).select("generation_id")

@@ -239,6 +239,54 @@ def correction_picker(ctx: Context, key: str) -> tuple[str, str | None, object] 
     return pick, sample, design
 
 
+def corrected_section(
+    ctx: Context,
+    key: str,
+    *,
+    heading: str,
+    as_caption: bool = False,
+    target: float,
+    evaluator: str,
+    benchmarks: list[str],
+    metric: str = "unsafe_rate",
+) -> tuple[str, str | None] | None:
+    """The picker and, for the annotator chosen, one view's values at the target corrected with their labels
+    beside the judge's (``analysis.at_target``), the best set on them, and what the CI covers. Returns the
+    annotator and audit sample used (None: no correction chosen). ``heading`` names the annotator where it
+    says ``{annotator}``; a subheading, or a caption with ``as_caption``."""
+    from capsafe_core import analysis
+    from capsafe_core.analysis import at_target
+
+    picked = correction_picker(ctx, key)
+    if picked is None:
+        return None
+    annotator, sample, design = picked
+    text = heading.format(annotator=inert.md(annotator))
+    (st.caption if as_caption else st.subheader)(text)
+    v = ctx.verdicts(ctx.scorer, evaluator, "coherence")  # the corrected rate is stratified by the coherence flag
+    assert ctx.capability_benchmark and ctx.scorer
+    try:
+        corrected = at_target.corrected_at_target(
+            v,
+            ctx.humans(),
+            cap_pv=analysis.capability_values(v, capability_benchmark=ctx.capability_benchmark, scorer=ctx.scorer),
+            target=target,
+            evaluator=evaluator,
+            benchmarks=benchmarks,
+            annotator=annotator,
+            metric=metric,
+            design=design,
+        )
+    except CapsafeError as e:  # e.g. an audit sample drawn from other benchmarks
+        st.info(inert.md(e))
+        return annotator, sample
+    st.table(at_target.display(corrected))
+    st.markdown(reports.corrected_sentence(corrected))
+    how = f"weighted by the design of audit sample {inert.md(sample)}" if sample else "taken as a random sample"
+    st.caption(f"{at_target.WHAT_THE_CORRECTED_CI_INCLUDES}. Labels {how}.")
+    return annotator, sample
+
+
 def detail(path: str, generation_id: int) -> dict[str, object] | None:
     with _open(path) as s:
         return reads.generation_detail(s, generation_id)

@@ -3,9 +3,7 @@
 import polars as pl
 import streamlit as st
 
-from capsafe_core import analysis, inert, plots, reports
-from capsafe_core.analysis import at_target
-from capsafe_core.errors import CapsafeError
+from capsafe_core import analysis, inert, plots
 from pages import common
 
 ctx = common.context()
@@ -24,7 +22,6 @@ target = st.slider(
 )
 apart = st.toggle("Set incoherent answers apart", key="cmp_apart")
 needed = (ctx.scorer, *ctx.safety_evaluators, "coherence" if apart else None)  # the coherence flag when used
-v = ctx.verdicts(*needed)
 tables = ctx.analysed(
     "compare_tables",
     needed,
@@ -85,30 +82,17 @@ if diffs.height:
     st.caption("Paired differences at the target (a − b, 95% CI; significant after Holm's correction within this view)")
     st.dataframe(analysis.difference_table(diffs).drop("benchmark", "evaluator", "metric"), hide_index=True)
 if m in ("unsafe_rate", "refusal_rate"):
-    picked = common.correction_picker(ctx, "cmp_correct")
-    if picked is not None:
-        annotator, sample, design = picked
-        known = set(ctx.safety_benchmarks + ctx.overrefusal_benchmarks)
-        try:
-            corrected = at_target.corrected_at_target(
-                ctx.verdicts(ctx.scorer, e, "coherence"),  # stratified by the coherence flag
-                ctx.humans(),
-                cap_pv=analysis.capability_values(v, capability_benchmark=ctx.capability_benchmark, scorer=ctx.scorer),
-                target=target,
-                evaluator=e,
-                benchmarks=[b] if b in known else b.split(", "),
-                annotator=annotator,
-                metric=m,
-                design=design,
-            )
-        except CapsafeError as e:  # e.g. an audit sample drawn from other benchmarks
-            st.info(inert.md(e))
-        else:
-            st.caption(f"This view corrected with the labels of {inert.md(annotator)}")
-            st.table(at_target.display(corrected))
-            st.markdown(reports.corrected_sentence(corrected))
-            how = f"weighted by the design of audit sample {inert.md(sample)}" if sample else "taken as a random sample"
-            st.caption(f"{at_target.WHAT_THE_CORRECTED_CI_INCLUDES}. Labels {how}.")
+    known = set(ctx.safety_benchmarks + ctx.overrefusal_benchmarks)
+    common.corrected_section(
+        ctx,
+        "cmp_correct",
+        heading="This view corrected with the labels of {annotator}",
+        as_caption=True,
+        target=target,
+        evaluator=e,
+        benchmarks=[b] if b in known else b.split(", "),
+        metric=m,
+    )
 st.dataframe(
     one.select(
         "mitigation",

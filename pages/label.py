@@ -46,9 +46,9 @@ if kind == "audit":
     names = samples["name"].to_list()
     name = st.selectbox("Audit sample", names, index=len(names) - 1, key="lb_sample", format_func=inert.md)
     items = common.audit_items(ctx.path, ctx.mtime, ctx.experiment, name)
-    q = audit.queue(items, h, annotator=annotator).filter(~pl.col("generation_id").is_in(ss.lb_skipped))
-    total = items.height
-    done = total - audit.queue(items, h, annotator=annotator).height
+    left = audit.queue(items, h, annotator=annotator)
+    q = left.filter(~pl.col("generation_id").is_in(ss.lb_skipped))
+    total, done = items.height, items.height - left.height
     st.caption(
         "Drawn at random with known inclusion probabilities (stratified by checkpoint, coherence and judge "
         "agreement): these labels correct the judges' rates. Label in the shown order; a first part of the "
@@ -74,9 +74,8 @@ else:
     )
     names = tuple(sorted({"coherence", *ctx.safety_evaluators}))
     f = common.flags(ctx.path, ctx.version, ctx.experiment, names)
-    q = labels.queue(f, h, reasons=reasons, annotator=annotator, flags=f)
-    q = q.filter(~pl.col("generation_id").is_in(ss.lb_skipped))
-    done, total = labels.progress(f, h, reasons=reasons, annotator=annotator, flags=f)
+    q = labels.queue(f, h, reasons=reasons, annotator=annotator).filter(~pl.col("generation_id").is_in(ss.lb_skipped))
+    done, total = labels.progress(f, h, reasons=reasons, annotator=annotator)
     for gid, why in q.head(1).select("generation_id", "reasons").iter_rows():
         meta[gid] = "flagged: " + inert.md(", ".join(labels.REASONS[r] for r in why))
 what = "items of the audit sample" if kind == "audit" else "flagged samples"

@@ -6,8 +6,6 @@ import polars as pl
 import streamlit as st
 
 from capsafe_core import analysis, inert, plots, reports
-from capsafe_core.analysis import at_target
-from capsafe_core.errors import CapsafeError
 from pages import common
 
 ctx = common.context()
@@ -49,7 +47,6 @@ evaluator = mid.selectbox(
 benches = right.multiselect(
     "Safety benchmarks", ctx.safety_benchmarks, default=ctx.safety_benchmarks, key="ov_benchmarks"
 )
-v = ctx.verdicts(ctx.scorer, evaluator)  # only what this page shows
 tables = ctx.analysed(
     "overview",
     (ctx.scorer, evaluator),
@@ -94,28 +91,14 @@ table = head.select(
 st.dataframe(table, hide_index=True)
 common.download_csv(head.drop("best_set"), f"{ctx.experiment}-headline.csv")
 
-picked = common.correction_picker(ctx, "ov_correct")
-if picked is not None:
-    annotator, sample, design = picked
-    st.subheader(f"Corrected with human labels (annotator {inert.md(annotator)})")
-    try:
-        corrected = at_target.corrected_at_target(
-            ctx.verdicts(ctx.scorer, evaluator, "coherence"),  # stratified by the coherence flag
-            ctx.humans(),
-            cap_pv=analysis.capability_values(v, capability_benchmark=ctx.capability_benchmark, scorer=ctx.scorer),
-            target=target,
-            evaluator=evaluator,
-            benchmarks=benches or ctx.safety_benchmarks,
-            annotator=annotator,
-            design=design,
-        )
-    except CapsafeError as e:  # e.g. an audit sample drawn from other benchmarks
-        st.info(inert.md(e))
-    else:
-        st.table(at_target.display(corrected))
-        st.markdown(reports.corrected_sentence(corrected))
-        how = f"weighted by the design of audit sample {inert.md(sample)}" if sample else "taken as a random sample"
-        st.caption(f"{at_target.WHAT_THE_CORRECTED_CI_INCLUDES}. Labels {how}.")
+picked = common.corrected_section(
+    ctx,
+    "ov_correct",
+    heading="Corrected with human labels (annotator {annotator})",
+    target=target,
+    evaluator=evaluator,
+    benchmarks=benches or ctx.safety_benchmarks,
+)
 
 if st.button("Prepare the report (HTML)", key="ov_report"):
     from capsafe_core.report import build_report

@@ -17,6 +17,7 @@ import click
 import polars as pl
 
 from capsafe_core.errors import CapsafeError
+from capsafe_core.jsonl import json_safe
 
 DEFAULT_DB = "capsafe.db"
 
@@ -134,21 +135,10 @@ def print_frame(frame: pl.DataFrame, *, as_json: bool, drop: tuple[str, ...] = (
         click.echo(str(frame))
 
 
-def _clean(value: Any) -> Any:
-    """JSON has no NaN: undefined statistics (κ with one class) become null."""
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
-
-
 def print_report(tables: dict[str, pl.DataFrame], *, as_json: bool, titles: dict[str, str]) -> None:
     """Tables as JSON (one key each) or as titled text tables."""
     if as_json:
-        click.echo(json.dumps(_clean({k: t.to_dicts() for k, t in tables.items()}), indent=1, default=str))
+        click.echo(json.dumps(json_safe({k: t.to_dicts() for k, t in tables.items()}), indent=1, default=str))
         return
     for key, title in titles.items():
         click.echo(f"\n{title}")

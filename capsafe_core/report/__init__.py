@@ -14,6 +14,7 @@ import polars as pl
 
 from capsafe_core import analysis, reports
 from capsafe_core.errors import BadInput
+from capsafe_core.jsonl import json_safe
 from capsafe_core.report import failures, render, sections
 from capsafe_core.store import Store, now, reads
 
@@ -77,9 +78,7 @@ def _sensitivity(store: Store, x: sections.Inputs) -> tuple[str, list[dict[str, 
 
 
 def _json_rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
-    from capsafe_core.cli.base import _clean
-
-    return list(_clean(frame.to_dicts()))
+    return list(json_safe(frame.to_dicts()))
 
 
 def write_report(store: Store, out: Path, **kwargs: Any) -> int:

@@ -12,6 +12,7 @@ import polars as pl
 from capsafe_core import analysis, plots, reports
 from capsafe_core.analysis import at_target
 from capsafe_core.errors import CapsafeError
+from capsafe_core.jsonl import json_safe
 from capsafe_core.report.failures import gallery
 from capsafe_core.report.render import Figures, empty, esc, pairs, para, table
 from capsafe_core.store import Store
@@ -129,9 +130,7 @@ def answer_section(x: Inputs) -> tuple[str, dict[str, Any]]:
         )
         body += para("Significance after Holm's correction over the pairs of mitigations.", "note")
     body += _corrected(x, tables)
-    from capsafe_core.cli.base import _clean
-
-    return body, {"overview": _clean(head.drop("best_set").to_dicts())}
+    return body, {"overview": json_safe(head.drop("best_set").to_dicts())}
 
 
 def _corrected(x: Inputs, tables: dict[str, pl.DataFrame]) -> str:

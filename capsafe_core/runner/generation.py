@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from capsafe_core import benchmarks
-from capsafe_core.backends import Backend, Decoding, chat, load_backend
+from capsafe_core.backends import Backend, Completion, Decoding, chat, load_backend
 from capsafe_core.errors import BadInput
 from capsafe_core.runner.judging import (
     evaluator_plan,
@@ -192,6 +192,20 @@ def run_checkpoint(store: Store, spec: RunSpec, *, progress: bool = True, backen
     return result
 
 
+def generate_batches(
+    backend: Backend, spec: RunSpec, todo: Sequence[tuple[str, benchmarks.Prompt]]
+) -> Iterator[tuple[list[tuple[str, str]], list[Completion]]]:
+    """``todo``'s completions batch by batch, as ((benchmark, ext_id) per prompt, completions); longest
+    prompts first, so each batch holds prompts of similar length (less padding). The runner and every
+    sweep executor generate through this."""
+    todo = sorted(todo, key=lambda bp: -len(bp[1].text))
+    size = spec.batch_size or getattr(backend, "batch_size", None) or 16
+    for start in range(0, len(todo), size):
+        batch = todo[start : start + size]
+        outs = backend.generate([chat(p.text, spec.decoding) for _, p in batch], spec.decoding)
+        yield [(b, p.ext_id) for b, p in batch], outs
+
+
 def _generate(
     store: Store,
     backend: Backend,
@@ -203,21 +217,16 @@ def _generate(
 ) -> int:
     """Generate ``todo`` in batches, each committed on its own; the first also writes experiment,
     checkpoint and prompts, so a run that fails before its first generation leaves the database as it was."""
-    # longest first, so each batch holds prompts of similar length (less padding)
-    todo = sorted(todo, key=lambda bp: -len(bp[1].text))
     added = 0
     bar = progress_bar(f"generate {spec.mitigation}@{spec.step}", len(todo), progress)
     try:
-        size = spec.batch_size or getattr(backend, "batch_size", None) or 16
-        for start in range(0, len(todo), size):
-            batch = todo[start : start + size]
-            outs = backend.generate([chat(p.text, spec.decoding) for _, p in batch], spec.decoding)
+        for keys, outs in generate_batches(backend, spec, todo):
             with store.transaction():
-                if start == 0:
+                if not added:
                     state.update(write_meta(store, spec, bench_names, backend.describe()))
-                write_batch(store, spec, state, [(b, p.ext_id) for b, p in batch], outs)
-            added += len(batch)
-            bar.update(len(batch))
+                write_batch(store, spec, state, keys, outs)
+            added += len(keys)
+            bar.update(len(keys))
     finally:
         bar.close()
     return added

@@ -28,12 +28,13 @@ from typing import Any
 import httpx
 import polars as pl
 
-from capsafe_core.backends import Completion, chat
+from capsafe_core.backends import Completion
 from capsafe_core.errors import BackendError, BadInput, ServerUnreachable
 from capsafe_core.runner import RunSpec, run_checkpoint
 from capsafe_core.runner.generation import (
     backend_options_of,
     checkpoint_prompts,
+    generate_batches,
     judge_checkpoint,
     todo_of,
     write_batch,
@@ -145,16 +146,6 @@ def _models(url: str) -> set[str] | None:
         return None
 
 
-def generate_all(
-    spec: RunSpec, keys: list[tuple[str, str]], texts: list[str], backend: Any, put: Callable[..., None]
-) -> None:
-    """Generate ``texts`` (prompts of ``keys``) in batches of ``spec``'s size, handing each to ``put``."""
-    size = spec.batch_size or getattr(backend, "batch_size", None) or 16
-    for start in range(0, len(keys), size):
-        outs = backend.generate([chat(t, spec.decoding) for t in texts[start : start + size]], spec.decoding)
-        put(keys[start : start + size], outs, backend.describe())
-
-
 def _servers(
     store: Store, sweep: Sweep, works: list[Any], bar: Progress, result: SweepResult, event: Event
 ) -> dict[int, dict[str, Any]]:
@@ -175,17 +166,14 @@ def _servers(
     out: queue.Queue[tuple[int, str, list[tuple[str, str]], list[Completion], dict[str, Any]]] = queue.Queue()
     stop = threading.Event()  # set on a fatal error: workers stop at their next batch
 
-    def worker(url: str, i: int, keys: list[tuple[str, str]], texts: list[str]) -> None:
+    def worker(url: str, i: int, todo: list[Any]) -> None:
         spec = works[i][0]
         backend = OpenAIBackend(spec.model, base_url=url, concurrency=sweep.server_concurrency,
                                 timeout=spec.timeout, max_retries=spec.max_retries)  # fmt: skip
-
-        def put(k: list[tuple[str, str]], o: list[Completion], info: dict[str, Any]) -> None:
-            out.put((i, url, k, o, info))
+        for keys, outs in generate_batches(backend, spec, todo):
+            out.put((i, url, keys, outs, backend.describe()))
             if stop.is_set():
                 raise _Stopped
-
-        generate_all(spec, keys, texts, backend, put)
 
     pool = ThreadPoolExecutor(max_workers=len(served))
     try:
@@ -243,8 +231,7 @@ def _assign(
             if not todo:
                 bar.add(0, 1)
                 continue
-            keys, texts = [(b, p.ext_id) for b, p in todo], [p.text for _, p in todo]
-            busy[url] = (i, pool.submit(worker, url, i, keys, texts))
+            busy[url] = (i, pool.submit(worker, url, i, todo))
             event("start", {"server": url, "checkpoint": i})
             break
 
@@ -269,23 +256,20 @@ def _drain(store: Store, works: list[Any], out: queue.Queue[Any], states: dict[i
         event("batch", {"server": url, "checkpoint": i, "n": len(keys)})
 
 
-def _remote_generate(spec: RunSpec, keys: list[tuple[str, str]], texts: list[str]) -> tuple[list[Any], dict[str, Any]]:
+def _remote_generate(spec: RunSpec, todo: list[Any]) -> tuple[list[Any], dict[str, Any]]:
     """A Ray task: load the checkpoint's model where the task runs, generate, return plain tuples."""
     from capsafe_core.backends import load_backend
 
     backend = load_backend(spec.backend, model=spec.model, **backend_options_of(spec))
-    got: list[Any] = []
-    info: dict[str, Any] = {}
-
-    def put(k: list[tuple[str, str]], outs: list[Completion], d: dict[str, Any]) -> None:
-        got.extend((kk, o.text, o.n_tokens, o.finish_reason) for kk, o in zip(k, outs, strict=True))
-        info.update(d)
-
     try:
-        generate_all(spec, keys, texts, backend, put)
+        got = [
+            (k, o.text, o.n_tokens, o.finish_reason)
+            for keys, outs in generate_batches(backend, spec, todo)
+            for k, o in zip(keys, outs, strict=True)
+        ]
+        return got, backend.describe()
     finally:
         backend.close()
-    return got, info
 
 
 def _ray(store: Store, sweep: Sweep, works: list[Any], bar: Progress, result: SweepResult) -> dict[int, dict[str, Any]]:
@@ -301,7 +285,7 @@ def _ray(store: Store, sweep: Sweep, works: list[Any], bar: Progress, result: Sw
     for i, (spec, _, prompts) in enumerate(works):
         todo = todo_of(store, spec, prompts)
         if todo:
-            refs[task.remote(spec, [(b, p.ext_id) for b, p in todo], [p.text for _, p in todo])] = i
+            refs[task.remote(spec, todo)] = i
         else:
             bar.add(0, 1)
     states: dict[int, dict[str, Any]] = {}
