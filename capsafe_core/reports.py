@@ -312,12 +312,13 @@ def corrected_sentence(out: dict[str, pl.DataFrame]) -> str:
 
     m = out["matched"]
     best = best_set(m, out["differences"])
-    have = m.filter(pl.col("corrected").is_not_null()).height
-    if have < 2:
+    have = m.filter(pl.col("corrected").is_not_null())["mitigation"].to_list()
+    if len(have) < 2:
         return "Too few mitigations have labels around the target to compare corrected values."
-    if len(best) == have:
+    if len(best) == len(have):
         return "On corrected values the mitigations are **indistinguishable** (no significant difference)."
-    return f"On corrected values the best set is {inert.md_list(best)}; the others are significantly worse."
+    worse = [x for x in have if x not in best]
+    return f"On corrected values the best set is {inert.md_list(best)}; significantly worse: {inert.md_list(worse)}."
 
 
 def rates_report(
