@@ -87,8 +87,8 @@ def test_fast_decode_equals_generate_when_rows_finish_early(tiny_model):
     assert fast.fast_decode and not slow.fast_decode
     rows = []
     for p in PROMPTS:
-        enc = fast.tokenizer([fast.render(chat(p))], return_tensors="pt", add_special_tokens=False)
-        rows.append(fast._decode(enc, Decoding(max_new_tokens=12), 0, 0)[0][0])
+        ids = fast.tokenizer(fast.render(chat(p)), add_special_tokens=False)["input_ids"]
+        rows.append(fast._decode([ids], Decoding(max_new_tokens=12), 0, 0, None)[0][0])
     # a token some answers contain and others do not, made an end token: rows finish at different steps
     stop = next(t for r in rows for t in r[1:] if any(t not in other for other in rows))
     for b in (fast, slow):
@@ -129,9 +129,9 @@ def test_auto_batches_fit_a_token_budget(tiny_model, monkeypatch):
     sizes = []
     real = b._batch
 
-    def spy(texts, decoding, i, top):
-        sizes.append((len(texts), max(len(b.tokenizer(t)["input_ids"]) for t in texts)))
-        return real(texts, decoding, i, top)
+    def spy(tokens, decoding, i, top, prefix):
+        sizes.append((len(tokens), max(len(t) for t in tokens)))
+        return real(tokens, decoding, i, top, prefix)
 
     monkeypatch.setattr(b, "_batch", spy)
     long = "word " * 120

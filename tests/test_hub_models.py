@@ -154,9 +154,9 @@ def test_out_of_memory_halves_the_batch(tiny_model, monkeypatch, fast):
         too_big(kwargs["input_ids"].shape[0])
         return real_generate(*args, **kwargs)
 
-    def tight_decode(model, input_ids, *args, **kwargs):
-        too_big(input_ids.shape[0])
-        return real_decode(model, input_ids, *args, **kwargs)
+    def tight_decode(model, prompts, *args, **kwargs):
+        too_big(len(prompts))
+        return real_decode(model, prompts, *args, **kwargs)
 
     backend.model.generate = tight_generate
     monkeypatch.setattr(decode, "decode", tight_decode)
@@ -167,7 +167,7 @@ def test_out_of_memory_halves_the_batch(tiny_model, monkeypatch, fast):
 
 def test_batch_size_from_free_memory(tiny_model):
     backend = load_backend("transformers", model=str(tiny_model), dtype="float32", device="cpu")
-    assert 1 <= backend.batch_size <= 64
+    assert 1 <= backend.batch_size <= 128
 
 
 def test_chat_template_missing_given_or_off(tiny_model, tmp_path):

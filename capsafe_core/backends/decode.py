@@ -1,18 +1,24 @@
-"""A decoding loop for a batch of left-padded prompts that stops computing finished rows.
+"""A decoding loop for a batch of prompts that stops computing finished rows.
 
 ``transformers``' ``generate`` keeps every row of a batch until the longest answer ends, so a
-batch of short refusals and one 64-token answer costs 64 full steps. Here a row that emits an
-end token leaves the batch (its KV cache rows are dropped), and the prompt's logits are computed
-for its last position only. Greedy outputs equal ``generate``'s (same positions, same masks, same
-argmax; ``tests/test_backend_hf.py`` checks against an unbatched ``generate`` loop). Models whose
-generation config asks for logits processors this loop does not implement (a repetition penalty,
-n-gram blocking, bad words, ...) are left to ``generate`` (``supported``).
+batch of short refusals and one 64-token answer costs 64 full steps. Here finished rows leave the
+batch (once they are an eighth of it: dropping rows copies the cache), the prompts' shared prefix
+is run once (``kvcache.Prefix``), prompts are run in groups of like lengths into one preallocated
+cache (``kvcache.BufferedLayer``; padding costs no forward pass), the logits are computed for the
+last position only, and on a CPU a decoding step's attention is ``backends.attention``'s. Greedy
+outputs equal ``generate``'s (same positions, same masks, same argmax; ``tests/test_backend_hf.py``
+and ``tests/test_decoding_parts.py`` check against an unbatched ``generate`` loop in fp32). Models
+whose generation config asks for logits processors this loop does not implement (a repetition
+penalty, n-gram blocking, bad words, ...) are left to ``generate`` (``supported``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from capsafe_core.backends import attention, kvcache
+from capsafe_core.backends.kvcache import Prefix
 
 # generation-config fields whose non-default values change the next token beyond temperature/top-p
 _PROCESSORS = {
@@ -50,76 +56,123 @@ class Decoded:
     top: list[list[tuple[list[int], list[float]]]] = field(default_factory=list)
 
 
+COMPACT_SHARE = 8  # finished rows leave the batch once they are an eighth of it (or all of it)
+
+
 def decode(
     model: Any,
-    input_ids: Any,
-    attention_mask: Any,
+    prompts: list[list[int]],
     *,
+    pad_id: int,
     max_new_tokens: int,
     eos_ids: set[int],
     temperature: float = 0.0,
     top_p: float = 1.0,
     generator: Any = None,
     top_logprobs: int = 0,
+    prefix: Prefix | None = None,
 ) -> Decoded:
-    """Generate up to ``max_new_tokens`` per row; greedy when ``temperature`` is 0."""
+    """Generate up to ``max_new_tokens`` for each prompt (token ids); greedy when ``temperature`` is 0.
+    ``prefix``: first tokens every prompt starts with, already run through the model (``kvcache``)."""
     import torch
-    from transformers import DynamicCache
 
-    n = input_ids.shape[0]
-    positions = attention_mask.long().cumsum(-1) - 1
-    positions.masked_fill_(attention_mask == 0, 1)  # as generate does for left padding
-    cache = DynamicCache(config=model.config)
-    cache_arg = _cache_argument(model)
-    out = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=positions,
-        use_cache=True,
-        logits_to_keep=1,
-        **{cache_arg: cache},
-    )
-    logits = out.logits[:, -1, :]
-    rows = torch.arange(n, device=input_ids.device)  # original row of each row still decoding
-    last = positions[:, -1]
-    mask = attention_mask
-    eos = torch.tensor(sorted(eos_ids), device=input_ids.device)
+    device = next(model.parameters()).device
+    shared = len(prefix) if prefix is not None else 0
+    if prefix is not None and any(p[:shared] != prefix.ids or len(p) <= shared for p in prompts):
+        raise ValueError("every prompt must start with the prefix and go on after it")
+    n = len(prompts)
+    order = sorted(range(n), key=lambda i: -len(prompts[i]))  # longest first: prefill groups of like lengths
+    prompts = [prompts[i] for i in order]
+    width = len(prompts[0]) - shared
+    buffered = kvcache.plain_layers(model)
+    cache = kvcache.new_cache(model, shared + width + max_new_tokens, buffered=buffered, batch=n)
+    if prefix is not None:
+        prefix.fill(cache, n)
+    cache_arg = {kvcache.cache_argument(model): cache}
+    mask = torch.ones((n, shared + width), dtype=torch.long)
+    for i, p in enumerate(prompts):  # left padding after the shared prefix
+        mask[i, shared : shared + width - len(p) + shared] = 0
+    mask = mask.to(device)
+    last = torch.tensor([len(p) - 1 for p in prompts], device=device)
     result = Decoded([[] for _ in range(n)], [[] for _ in range(n)] if top_logprobs else [])
-    for step in range(max_new_tokens):
-        nxt = _next_token(logits, temperature, top_p, generator)
-        if top_logprobs:
-            top = torch.log_softmax(logits.float(), dim=-1).topk(top_logprobs, dim=-1)
-            for r, ids, vals in zip(rows.tolist(), top.indices.tolist(), top.values.tolist(), strict=True):
-                result.top[r].append((ids, vals))
-        for r, t in zip(rows.tolist(), nxt.tolist(), strict=True):
-            result.tokens[r].append(t)
-        if step == max_new_tokens - 1:
-            break
-        going = ~torch.isin(nxt, eos)
-        if not bool(going.all()):
-            if not bool(going.any()):
-                break
-            keep = going.nonzero().squeeze(1)
-            cache.batch_select_indices(keep)
-            rows, nxt, mask, last = rows[keep], nxt[keep], mask[keep], last[keep]
-        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-        last = last + 1
-        out = model(
-            input_ids=nxt[:, None],
-            attention_mask=mask,
-            position_ids=last[:, None],
-            use_cache=True,
-            **{cache_arg: cache},
+    with attention.using(model):
+        groups = kvcache.prefill_groups([len(p) - shared for p in prompts]) if buffered else [(0, n)]
+        logits = torch.cat(
+            [_prefill(model, cache_arg, prompts[a:b], mask[a:b], slice(a, b), shared, pad_id) for a, b in groups]
         )
-        logits = out.logits[:, -1, :]
+        for layer in cache.layers if buffered else []:
+            layer.rows, layer.length = None, shared + width
+        rows = torch.tensor(order, device=device)  # original row of each row in the batch
+        done = torch.zeros(n, dtype=torch.bool, device=device)  # finished rows not yet dropped
+        eos = torch.tensor(sorted(eos_ids), device=device)
+        for step in range(max_new_tokens):
+            nxt = _next_token(logits, temperature, top_p, generator)
+            live = (~done).nonzero().squeeze(1).tolist() if bool(done.any()) else None
+            _record(result, rows, nxt, logits if top_logprobs else None, top_logprobs, live)
+            if step == max_new_tokens - 1:
+                break
+            done = done | torch.isin(nxt, eos)
+            finished = int(done.sum())
+            if finished == len(rows):
+                break
+            if finished and finished * COMPACT_SHARE >= len(rows):
+                keep = (~done).nonzero().squeeze(1)
+                cache.batch_select_indices(keep)
+                rows, nxt, mask, last, done = rows[keep], nxt[keep], mask[keep], last[keep], done[keep]
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+            last = last + 1
+            out = model(
+                input_ids=nxt[:, None],
+                attention_mask=mask,
+                position_ids=last[:, None],
+                use_cache=True,
+                **cache_arg,
+            )
+            logits = out.logits[:, -1, :]
     return result
 
 
-def _cache_argument(model: Any) -> str:
-    """``cache`` in newer ``transformers`` (``past_key_values`` is deprecated there), else ``past_key_values``."""
-    import inspect
+def _prefill(
+    model: Any, cache_arg: dict[str, Any], prompts: list[list[int]], mask: Any, rows: slice, shared: int, pad_id: int
+) -> Any:
+    """Run a group of prompts (the first the longest) through ``model`` into their ``rows`` of the cache;
+    the logits at each one's last position."""
+    import torch
 
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    device = mask.device
+    width = len(prompts[0]) - shared  # this group's; the batch's is mask's
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) + shared :] = torch.tensor(p[shared:])
+    own = mask[:, mask.shape[1] - width :]
+    positions = (own.cumsum(-1) - 1 + shared).clamp_(min=shared)
+    for layer in next(iter(cache_arg.values())).layers:
+        if isinstance(layer, kvcache.BufferedLayer):
+            layer.rows, layer.length = rows, mask.shape[1] - width
+    out = model(
+        input_ids=ids.to(device),
+        attention_mask=mask,
+        position_ids=positions,
+        use_cache=True,
+        logits_to_keep=1,
+        **cache_arg,
+    )
+    return out.logits[:, -1, :]
+
+
+def _record(result: Decoded, rows: Any, nxt: Any, logits: Any, k: int, live: list[int] | None) -> None:
+    """Append each unfinished row's token (and top-k log-probabilities) to its original row."""
+    import torch
+
+    picked = range(len(rows)) if live is None else live
+    originals, tokens = rows.tolist(), nxt.tolist()
+    if logits is not None:
+        top = torch.log_softmax(logits.float(), dim=-1).topk(k, dim=-1)
+        ids, vals = top.indices.tolist(), top.values.tolist()
+        for j in picked:
+            result.top[originals[j]].append((ids[j], vals[j]))
+    for j in picked:
+        result.tokens[originals[j]].append(tokens[j])
 
 
 def _next_token(logits: Any, temperature: float, top_p: float, generator: Any) -> Any:

@@ -1,10 +1,11 @@
 """The transformers backend: batched generation on the local CPU or GPU.
 
 Prompts are rendered with the tokenizer's chat template, sorted by length and generated in
-batches with left padding; without a given batch size, each call sizes its batch from the longest
-prompt, the answer length and free memory. Decoding is capsafe's loop (``backends.decode``), which
-drops finished rows from the batch, unless the model's generation config needs ``generate``
-(see ``bench/generation.py`` for the speed). Greedy by default; sampling is seeded per batch.
+batches; without a given batch size, each call sizes its batch from the longest prompt, the answer
+length and free memory (at most 128 rows; on a CPU at most ``TOKEN_BUDGET`` cached positions, which
+a decoding step reads). Decoding is capsafe's loop (``backends.decode``: finished rows leave the
+batch, the prompts' shared prefix is run once per call) unless the model's generation config needs
+``generate`` (see ``bench/generation.py`` for the speed). Greedy by default; sampling is seeded per batch.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from __future__ import annotations
 import platform
 from typing import Any
 
-from capsafe_core.backends import Completion, Decoding, Message, decode
+from capsafe_core.backends import Completion, Decoding, Message, decode, kvcache
 from capsafe_core.backends.models import ModelRef, auto_batch_size, load_model, model_hash, resolve_model
 from capsafe_core.errors import BackendError
 
-TOKEN_BUDGET = 4096  # tokens (prompt + answer, padded) per batch on a CPU; see bench/generation.py
+TOKEN_BUDGET = 16384  # cached positions (padded prompt + answer) per batch on a CPU; see bench/generation.py
 
 
 class OutOfMemory(Exception):
@@ -87,10 +88,12 @@ class TransformersBackend:
         are sorted by length and batched; a batch that runs out of memory is halved and retried, and the
         smaller batch size is kept for the rest of the run."""
         texts = [self.render(p) for p in prompts]
-        lengths = [len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+        tokens = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        lengths = [len(t) for t in tokens]
         order = sorted(range(len(texts)), key=lambda i: -lengths[i])
         if self.auto_batch and not self.halvings and lengths:
             self.batch_size = auto_batch_size(self.model, self.device, tokens=max(lengths) + decoding.max_new_tokens)
+        prefix = self._prefix(tokens)
         out: dict[int, Completion] = {}
         start, b = 0, 0
         while start < len(order):
@@ -99,7 +102,7 @@ class TransformersBackend:
                 rows = min(rows, max(1, self.token_budget // (lengths[order[start]] + decoding.max_new_tokens)))
             idx = order[start : start + rows]
             try:
-                out.update(zip(idx, self._batch([texts[i] for i in idx], decoding, b, top_logprobs), strict=True))
+                batch = self._batch([tokens[i] for i in idx], decoding, b, top_logprobs, prefix)
             except OutOfMemory:
                 if len(idx) == 1:
                     raise BackendError(
@@ -109,22 +112,34 @@ class TransformersBackend:
                 self.batch_size = max(1, (len(idx) + 1) // 2)
                 self.halvings += 1
                 continue
+            out.update(zip(idx, batch, strict=True))
             start += len(idx)
             b += 1
         return [out[i] for i in range(len(texts))]
 
-    def _batch(self, texts: list[str], decoding: Decoding, b: int, top_logprobs: int) -> list[Completion]:
+    def _prefix(self, tokens: list[list[int]]) -> decode.Prefix | None:
+        """The prompts' shared first tokens, run once (capsafe's loop only)."""
         import torch
 
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        if not self.fast_decode or len(tokens) < 2:
+            return None
+        try:
+            return kvcache.shared_prefix(self.model, tokens)
+        except torch.cuda.OutOfMemoryError:
+            return None
+
+    def _batch(
+        self, tokens: list[list[int]], decoding: Decoding, b: int, top_logprobs: int, prefix: decode.Prefix | None
+    ) -> list[Completion]:
+        import torch
+
         try:
             with torch.inference_mode():
                 if self.fast_decode:
-                    toks, tops = self._decode(enc, decoding, b, top_logprobs)
+                    toks, tops = self._decode(tokens, decoding, b, top_logprobs, prefix)
                 else:
-                    toks, tops = self._generate(enc, decoding, b, top_logprobs)
+                    toks, tops = self._generate(tokens, decoding, b, top_logprobs)
         except torch.cuda.OutOfMemoryError:
-            del enc
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             raise OutOfMemory from None
@@ -138,7 +153,7 @@ class TransformersBackend:
         return out
 
     def _decode(
-        self, enc: Any, decoding: Decoding, b: int, top_logprobs: int
+        self, tokens: list[list[int]], decoding: Decoding, b: int, top_logprobs: int, prefix: decode.Prefix | None
     ) -> tuple[list[list[int]], list[list[dict[str, float]]] | None]:
         """capsafe's loop (``backends.decode``): finished rows leave the batch."""
         import torch
@@ -148,23 +163,26 @@ class TransformersBackend:
             gen = torch.Generator(device=self.device).manual_seed(decoding.seed + b)
         d = decode.decode(
             self.model,
-            enc["input_ids"],
-            enc["attention_mask"],
+            tokens,
+            pad_id=self.tokenizer.pad_token_id,
             max_new_tokens=decoding.max_new_tokens,
             eos_ids=self._eos_ids(),
             temperature=0.0 if decoding.greedy else decoding.temperature,
             top_p=decoding.top_p,
             generator=gen,
             top_logprobs=top_logprobs,
+            prefix=prefix,
         )
         tops = [[self._top_texts(ids, vals) for ids, vals in row] for row in d.top] if top_logprobs else None
         return d.tokens, tops
 
     def _generate(
-        self, enc: Any, decoding: Decoding, b: int, top_logprobs: int
+        self, tokens: list[list[int]], decoding: Decoding, b: int, top_logprobs: int
     ) -> tuple[list[list[int]], list[list[dict[str, float]]] | None]:
         """``transformers``' ``generate``, for models whose generation config the loop does not cover."""
         import torch
+
+        enc = self.tokenizer.pad({"input_ids": tokens}, return_tensors="pt").to(self.device)
 
         kwargs: dict[str, Any] = {
             "max_new_tokens": decoding.max_new_tokens,

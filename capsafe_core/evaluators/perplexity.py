@@ -5,7 +5,6 @@ combined ``coherence`` flag says so."""
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Sequence
 from functools import cache
@@ -77,45 +76,22 @@ def tokenized(tok: Any, items: Sequence[Item]) -> list[tuple[list[int], list[int
 def conditional_perplexity(
     model: Any, tok: Any, device: str, items: Sequence[Item], *, batch_size: int | None = None
 ) -> list[float | None]:
-    """Perplexity of each response given its prompt under ``model`` (None for an empty response).
-
-    Rows are sorted by length and batched by a budget of padded tokens (``PPL_TOKEN_BUDGET``, or
-    ``batch_size`` rows at most where given), left-padded with the positions an unpadded run has,
-    and the vocabulary projection is computed for the answer's positions only.
-    """
-    import torch
+    """Perplexity of each response given its prompt under ``model`` (None for an empty response):
+    ``backends.scoring`` runs them in length-sorted groups of ``PPL_TOKEN_BUDGET`` padded tokens (and
+    ``batch_size`` rows at most where given), the prompts' shared prefix once."""
+    from capsafe_core.backends import scoring
 
     rows = tokenized(tok, items)
-    out: list[float | None] = [None] * len(rows)
-    todo = sorted((i for i, r in enumerate(rows) if r is not None), key=lambda i: -sum(map(len, rows[i])))  # type: ignore[arg-type]
+    todo = [i for i, r in enumerate(rows) if r is not None]
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
-    start = 0
-    while start < len(todo):
-        width = sum(map(len, rows[todo[start]]))  # type: ignore[arg-type]
-        n = max(1, PPL_TOKEN_BUDGET // width)
-        idx = todo[start : start + (min(n, batch_size) if batch_size else n)]
-        start += len(idx)
-        seqs = [rows[i] for i in idx]
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for j, s in enumerate(seqs):
-            assert s is not None
-            seq = s[0] + s[1]
-            ids[j, width - len(seq) :] = torch.tensor(seq)
-            mask[j, width - len(seq) :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        answer = max(len(s[1]) for s in seqs if s)  # logits for the last answer+1 positions suffice
-        extra = {"logits_to_keep": answer + 1} if keep_arg else {}
-        with torch.inference_mode():
-            logits = model(
-                input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device), **extra
-            ).logits
-            logits = logits[:, -(answer + 1) : -1].float()
-            target = ids[:, -answer:].to(device)
-            tok_lp = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-        for j, (i, s) in enumerate(zip(idx, seqs, strict=True)):
-            assert s is not None
-            lp = tok_lp[j, answer - len(s[1]) :]
-            out[i] = float(math.exp(-lp.mean().item()))
+    scored = scoring.answer_logprobs(
+        model,
+        [rows[i] for i in todo],
+        pad_id=pad,
+        tokens=PPL_TOKEN_BUDGET,
+        batch_size=batch_size,  # type: ignore[misc]
+    )
+    out: list[float | None] = [None] * len(rows)
+    for i, lp in zip(todo, scored, strict=True):
+        out[i] = float(math.exp(-lp.mean().item()))
     return out

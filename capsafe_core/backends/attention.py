@@ -1,0 +1,87 @@
+"""Attention for one new token per row on a CPU, as two small matrix products per key-value head.
+
+PyTorch's SDPA kernel for CPUs is built for long queries: for a decoding step (one query per row) it
+takes milliseconds per layer in bfloat16 (about 15× the two products here, ``bench/generation.py``),
+and ``transformers``' eager attention first copies every key and value head to each query head it
+serves. Here the query heads sharing a key-value head are stacked instead, so a step reads the cache
+once. Prompts (several queries per row) and other devices go to ``transformers``' SDPA attention.
+
+``using(model)`` switches a model to this attention for the duration of a ``with`` block, when its
+architecture takes attention functions from ``transformers``' ``AttentionInterface``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+NAME = "capsafe_decode"
+_registered = False
+
+
+def attention(
+    module: Any,
+    query: Any,
+    key: Any,
+    value: Any,
+    attention_mask: Any,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[Any, None]:
+    """``transformers``' attention-function signature; query (rows, heads, queries, dim), key and value
+    (rows, kv heads, positions, dim); returns (rows, queries, heads, dim)."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    special = dropout or kwargs.get("softcap") or kwargs.get("s_aux") is not None
+    if query.shape[2] != 1 or query.device.type != "cpu" or special:
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    rows, heads, _, dim = query.shape
+    kv_heads = key.shape[1]
+    q = query.reshape(rows, kv_heads, heads // kv_heads, dim)
+    scores = torch.matmul(q, key.transpose(-1, -2)) * (dim**-0.5 if scaling is None else scaling)
+    if attention_mask is not None:
+        mask = attention_mask[:, :, -1:, : key.shape[-2]]  # (rows, 1, 1, positions)
+        bool_mask = mask.dtype == torch.bool
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if bool_mask else scores + mask
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
+    out = torch.matmul(probs, value)  # (rows, kv heads, heads per kv head, dim)
+    return out.reshape(rows, 1, heads, value.shape[-1]), None
+
+
+def _register() -> None:
+    global _registered
+    if not _registered:
+        from transformers import AttentionInterface
+        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+        AttentionInterface.register(NAME, attention)
+        ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)
+        _registered = True
+
+
+@contextmanager
+def using(model: Any) -> Iterator[bool]:
+    """Use this attention in ``model`` inside the block (yields whether it does): on a CPU, for models
+    whose attention is SDPA or eager and can be switched; the model's own attention is restored after."""
+    current = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    device = getattr(next(model.parameters(), None), "device", None)
+    ok = current in ("sdpa", "eager") and getattr(device, "type", "") == "cpu"
+    ok = ok and hasattr(model, "set_attn_implementation") and hasattr(model, "_can_set_attn_implementation")
+    if ok:
+        _register()
+        try:
+            ok = bool(model._can_set_attn_implementation())
+            if ok:
+                model.set_attn_implementation(NAME)
+        except (ValueError, KeyError, ImportError):
+            ok = False
+    try:
+        yield ok
+    finally:
+        if ok:
+            model.set_attn_implementation(current)
