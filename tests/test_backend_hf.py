@@ -118,19 +118,22 @@ def test_generation_config_with_processors_uses_generate(tiny_model):
     assert not decode.supported(b.model)
 
 
-def test_auto_batches_fit_a_token_budget(tiny_model, monkeypatch):
+@pytest.mark.parametrize("fast", [True, False], ids=["capsafe-loop", "generate"])
+def test_auto_batches_fit_a_token_budget(tiny_model, monkeypatch, fast):
     """Without a given batch size, prompts are sorted by length and a batch holds at most the token
-    budget (padded prompt + answer), so one long prompt does not pad a whole batch of short ones."""
+    budget: the positions its rows read (capsafe's loop, which buckets rows of unlike lengths), the
+    padded prompt + answer (``generate``), so one long prompt does not pad a whole batch of short ones."""
     from capsafe_core.backends.hf import TransformersBackend
 
-    b = TransformersBackend(str(tiny_model), dtype="float32", device="cpu")
+    b = TransformersBackend(str(tiny_model), dtype="float32", device="cpu", fast_decode=fast)
     assert b.auto_batch and b.token_budget
     b.token_budget = 200
     sizes = []
     real = b._batch
 
     def spy(tokens, decoding, i, top, prefix):
-        sizes.append((len(tokens), max(len(t) for t in tokens)))
+        read = sum(len(t) + 4 for t in tokens) if fast else len(tokens) * (max(len(t) for t in tokens) + 4)
+        sizes.append((len(tokens), read))
         return real(tokens, decoding, i, top, prefix)
 
     monkeypatch.setattr(b, "_batch", spy)
@@ -138,5 +141,5 @@ def test_auto_batches_fit_a_token_budget(tiny_model, monkeypatch):
     out = b.generate([chat(p) for p in [long, *PROMPTS, *PROMPTS]], Decoding(max_new_tokens=4))
     assert len(out) == 11
     assert sizes[0][0] == 1  # the long prompt alone
-    assert all(n * (length + 4) <= 200 or n == 1 for n, length in sizes)
+    assert all(read <= 200 or n == 1 for n, read in sizes)
     assert sum(n for n, _ in sizes) == 11 and len(sizes) < 11

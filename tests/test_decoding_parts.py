@@ -147,3 +147,29 @@ def test_generation_unchanged_with_the_attention_switched_back(loaded):
     before = loaded.model.config._attn_implementation
     loaded.generate([chat(p) for p in PROMPTS[:3]], Decoding(max_new_tokens=3))
     assert loaded.model.config._attn_implementation == before
+
+
+def test_buckets_with_rows_finishing_early(loaded):
+    """Rows of unlike prompt lengths in separate buckets, rows ending at different steps (and leaving the
+    batch): greedy tokens == each prompt alone with transformers' own cache and attention."""
+    import torch
+
+    from capsafe_core.backends import decode, kvcache
+
+    prompts = token_ids(loaded, [*PROMPTS, PROMPTS[0] + " Go on.", "Why?"])
+    lengths = sorted((len(p) for p in prompts), reverse=True)
+    groups = kvcache.prefill_groups(lengths)
+    assert len(kvcache.buckets(groups, [lengths[a] for a, _ in groups])) > 1
+    alone = []
+    for p in prompts:
+        out = loaded.model.generate(input_ids=torch.tensor([p]), max_new_tokens=16, do_sample=False, pad_token_id=0)
+        alone.append(out[0, len(p) :].tolist())
+
+    def ends(t):  # the steps at which rows would end were t an end token
+        return {r.index(t) if t in r else len(r) for r in alone}
+
+    stop = max({t for r in alone for t in r}, key=lambda t: len(ends(t)))
+    got = decode.decode(loaded.model, prompts, pad_id=0, max_new_tokens=16, eos_ids={stop}).tokens
+    want = [r[: r.index(stop) + 1] if stop in r else r for r in alone]
+    assert got == want
+    assert len({len(r) for r in got}) > 2  # rows leave the batch at several steps

@@ -40,17 +40,46 @@ def attention(
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
+    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+    layer = _buckets.current if _buckets is not None else None
+    if layer is None:
+        mask = None if attention_mask is None else attention_mask[:, :, -1:, : key.shape[-2]]
+        return _one_query(query, key, value, mask, scale), None
+    parts = [
+        _one_query(query[a:b], part.keys, part.values, valid, scale)
+        for part, valid, (a, b) in zip(layer.parts, _buckets.valid, _buckets.bounds, strict=True)
+    ]
+    return torch.cat(parts) if len(parts) > 1 else parts[0], None
+
+
+def _one_query(query: Any, key: Any, value: Any, mask: Any, scale: float) -> Any:
+    """Attention of one query per row; ``mask`` (rows, 1, 1, positions): bool (True attends) or additive."""
+    import torch
+
     rows, heads, _, dim = query.shape
     kv_heads = key.shape[1]
     q = query.reshape(rows, kv_heads, heads // kv_heads, dim)
-    scores = torch.matmul(q, key.transpose(-1, -2)) * (dim**-0.5 if scaling is None else scaling)
-    if attention_mask is not None:
-        mask = attention_mask[:, :, -1:, : key.shape[-2]]  # (rows, 1, 1, positions)
+    scores = torch.matmul(q, key.transpose(-1, -2)) * scale
+    if mask is not None:
         bool_mask = mask.dtype == torch.bool
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if bool_mask else scores + mask
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
     out = torch.matmul(probs, value)  # (rows, kv heads, heads per kv head, dim)
-    return out.reshape(rows, 1, heads, value.shape[-1]), None
+    return out.reshape(rows, 1, heads, value.shape[-1])
+
+
+_buckets: Any = None  # the kvcache.Buckets a decoding step reads, inside ``bucketed``
+
+
+@contextmanager
+def bucketed(cache: Any) -> Iterator[None]:
+    """Decoding steps inside the block read each row's bucket of ``cache`` (a ``kvcache.Buckets``)."""
+    global _buckets
+    _buckets = cache
+    try:
+        yield
+    finally:
+        _buckets = None
 
 
 def _register() -> None:

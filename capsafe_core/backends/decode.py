@@ -14,6 +14,7 @@ penalty, n-gram blocking, bad words, ...) are left to ``generate`` (``supported`
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,58 +84,120 @@ def decode(
     n = len(prompts)
     order = sorted(range(n), key=lambda i: -len(prompts[i]))  # longest first: prefill groups of like lengths
     prompts = [prompts[i] for i in order]
-    width = len(prompts[0]) - shared
-    buffered = kvcache.plain_layers(model)
-    cache = kvcache.new_cache(model, shared + width + max_new_tokens, buffered=buffered, batch=n)
-    if prefix is not None:
-        prefix.fill(cache, n)
-    cache_arg = {kvcache.cache_argument(model): cache}
-    mask = torch.ones((n, shared + width), dtype=torch.long)
-    for i, p in enumerate(prompts):  # left padding after the shared prefix
-        mask[i, shared : shared + width - len(p) + shared] = 0
-    mask = mask.to(device)
-    last = torch.tensor([len(p) - 1 for p in prompts], device=device)
     result = Decoded([[] for _ in range(n)], [[] for _ in range(n)] if top_logprobs else [])
-    with attention.using(model):
-        groups = kvcache.prefill_groups([len(p) - shared for p in prompts]) if buffered else [(0, n)]
-        logits = torch.cat(
-            [_prefill(model, cache_arg, prompts[a:b], mask[a:b], slice(a, b), shared, pad_id) for a, b in groups]
-        )
-        for layer in cache.layers if buffered else []:
-            layer.rows, layer.length = None, shared + width
+    steps: AbstractContextManager[None]
+    with attention.using(model) as own_attention:
+        if own_attention and kvcache.plain_layers(model):
+            cache, logits = _bucketed_prefill(model, prompts, prefix, max_new_tokens, pad_id, device)
+            mask, steps = None, attention.bucketed(cache)
+        else:
+            cache, logits, mask = _prefill_all(model, prompts, prefix, max_new_tokens, pad_id, device)
+            steps = nullcontext()
+        cache_arg = {kvcache.cache_argument(model): cache}
+        last = torch.tensor([len(p) - 1 for p in prompts], device=device)
         rows = torch.tensor(order, device=device)  # original row of each row in the batch
         done = torch.zeros(n, dtype=torch.bool, device=device)  # finished rows not yet dropped
         eos = torch.tensor(sorted(eos_ids), device=device)
-        for step in range(max_new_tokens):
-            nxt = _next_token(logits, temperature, top_p, generator)
-            live = (~done).nonzero().squeeze(1).tolist() if bool(done.any()) else None
-            _record(result, rows, nxt, logits if top_logprobs else None, top_logprobs, live)
-            if step == max_new_tokens - 1:
-                break
-            done = done | torch.isin(nxt, eos)
-            finished = int(done.sum())
-            if finished == len(rows):
-                break
-            if finished and finished * COMPACT_SHARE >= len(rows):
-                keep = (~done).nonzero().squeeze(1)
-                cache.batch_select_indices(keep)
-                rows, nxt, mask, last, done = rows[keep], nxt[keep], mask[keep], last[keep], done[keep]
-            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-            last = last + 1
-            out = model(
-                input_ids=nxt[:, None],
-                attention_mask=mask,
-                position_ids=last[:, None],
-                use_cache=True,
-                **cache_arg,
-            )
-            logits = out.logits[:, -1, :]
+        with steps:
+            for step in range(max_new_tokens):
+                nxt = _next_token(logits, temperature, top_p, generator)
+                live = (~done).nonzero().squeeze(1).tolist() if bool(done.any()) else None
+                _record(result, rows, nxt, logits if top_logprobs else None, top_logprobs, live)
+                if step == max_new_tokens - 1:
+                    break
+                done = done | torch.isin(nxt, eos)
+                finished = int(done.sum())
+                if finished == len(rows):
+                    break
+                if finished and finished * COMPACT_SHARE >= len(rows):
+                    keep = (~done).nonzero().squeeze(1)
+                    if mask is None:
+                        cache.keep(keep)
+                    else:
+                        cache.batch_select_indices(keep)
+                        mask = mask[keep]
+                    rows, nxt, last, done = rows[keep], nxt[keep], last[keep], done[keep]
+                if mask is None:
+                    cache.open_next()
+                else:
+                    mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+                last = last + 1
+                out = model(
+                    input_ids=nxt[:, None],
+                    attention_mask=mask,
+                    position_ids=last[:, None],
+                    use_cache=True,
+                    **cache_arg,
+                )
+                logits = out.logits[:, -1, :]
     return result
 
 
-def _prefill(
-    model: Any, cache_arg: dict[str, Any], prompts: list[list[int]], mask: Any, rows: slice, shared: int, pad_id: int
-) -> Any:
+def _padding(prompts: list[list[int]], shared: int, width: int, device: Any) -> Any:
+    """Attention mask (rows × shared + width) of prompts sorted longest first: the shared prefix, left
+    padding, each prompt's own tokens."""
+    import torch
+
+    mask = torch.ones((len(prompts), shared + width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        mask[i, shared : shared + width - len(p) + shared] = 0
+    return mask.to(device)
+
+
+def _prefill_all(
+    model: Any, prompts: list[list[int]], prefix: Prefix | None, new: int, pad_id: int, device: Any
+) -> tuple[Any, Any, Any]:
+    """One cache for the whole batch, padded to its longest prompt (prefilled in groups of like lengths
+    where the cache is buffered): (cache, last logits, attention mask)."""
+    import torch
+
+    shared = len(prefix) if prefix is not None else 0
+    width, n = len(prompts[0]) - shared, len(prompts)
+    buffered = kvcache.plain_layers(model)
+    cache = kvcache.new_cache(model, shared + width + new, buffered=buffered, batch=n)
+    if prefix is not None:
+        prefix.fill(cache, n)
+    mask = _padding(prompts, shared, width, device)
+    groups = kvcache.prefill_groups([len(p) - shared for p in prompts]) if buffered else [(0, n)]
+    logits = torch.cat(
+        [_prefill(model, cache, prompts[a:b], mask[a:b], slice(a, b), shared, pad_id) for a, b in groups]
+    )
+    for layer in cache.layers if buffered else []:
+        layer.rows, layer.length = None, shared + width
+    return cache, logits, mask
+
+
+def _bucketed_prefill(
+    model: Any, prompts: list[list[int]], prefix: Prefix | None, new: int, pad_id: int, device: Any
+) -> tuple[Any, Any]:
+    """Rows in buckets of like prompt lengths, each bucket its own cache (``kvcache.Buckets``):
+    (cache, last logits)."""
+    import torch
+
+    shared = len(prefix) if prefix is not None else 0
+    lengths = [len(p) - shared for p in prompts]
+    groups = kvcache.prefill_groups(lengths)
+    parts, valid, logits = [], [], []
+    for a, b in kvcache.buckets(groups, [lengths[g[0]] for g in groups]):
+        width = lengths[a]
+        cache = kvcache.new_cache(model, shared + width + new, buffered=True, batch=b - a)
+        if prefix is not None:
+            prefix.fill(cache, b - a)
+        mask = _padding(prompts[a:b], shared, width, device)
+        for c, d in (g for g in groups if a <= g[0] < b):
+            logits.append(
+                _prefill(model, cache, prompts[c:d], mask[c - a : d - a], slice(c - a, d - a), shared, pad_id)
+            )
+        for layer in cache.layers:
+            layer.rows, layer.length = None, shared + width
+        opened = torch.zeros((b - a, 1, 1, shared + width + new), dtype=torch.bool, device=device)
+        opened[:, 0, 0, : shared + width] = mask.bool()
+        parts.append(cache)
+        valid.append(opened)
+    return kvcache.Buckets(parts, valid), torch.cat(logits)
+
+
+def _prefill(model: Any, cache: Any, prompts: list[list[int]], mask: Any, rows: slice, shared: int, pad_id: int) -> Any:
     """Run a group of prompts (the first the longest) through ``model`` into their ``rows`` of the cache;
     the logits at each one's last position."""
     import torch
@@ -146,7 +209,7 @@ def _prefill(
         ids[i, width - len(p) + shared :] = torch.tensor(p[shared:])
     own = mask[:, mask.shape[1] - width :]
     positions = (own.cumsum(-1) - 1 + shared).clamp_(min=shared)
-    for layer in next(iter(cache_arg.values())).layers:
+    for layer in cache.layers:
         if isinstance(layer, kvcache.BufferedLayer):
             layer.rows, layer.length = rows, mask.shape[1] - width
     out = model(
@@ -155,7 +218,7 @@ def _prefill(
         position_ids=positions,
         use_cache=True,
         logits_to_keep=1,
-        **cache_arg,
+        **{kvcache.cache_argument(model): cache},
     )
     return out.logits[:, -1, :]
 

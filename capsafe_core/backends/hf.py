@@ -2,7 +2,7 @@
 
 Prompts are rendered with the tokenizer's chat template, sorted by length and generated in
 batches; without a given batch size, each call sizes its batch from the longest prompt, the answer
-length and free memory (at most 128 rows; on a CPU at most ``TOKEN_BUDGET`` cached positions, which
+length and free memory (at most 256 rows; on a CPU at most ``TOKEN_BUDGET`` cached positions, which
 a decoding step reads). Decoding is capsafe's loop (``backends.decode``: finished rows leave the
 batch, the prompts' shared prefix is run once per call) unless the model's generation config needs
 ``generate`` (see ``bench/generation.py`` for the speed). Greedy by default; sampling is seeded per batch.
@@ -17,7 +17,7 @@ from capsafe_core.backends import Completion, Decoding, Message, decode, kvcache
 from capsafe_core.backends.models import ModelRef, auto_batch_size, load_model, model_hash, resolve_model
 from capsafe_core.errors import BackendError
 
-TOKEN_BUDGET = 16384  # cached positions (padded prompt + answer) per batch on a CPU; see bench/generation.py
+TOKEN_BUDGET = 32768  # cached positions (padded prompt + answer) per batch on a CPU; see bench/generation.py
 
 
 class OutOfMemory(Exception):
@@ -74,6 +74,7 @@ class TransformersBackend:
         # on a CPU, padding costs compute: a chosen batch holds at most this many (padded) tokens
         self.token_budget = TOKEN_BUDGET if self.device == "cpu" else None
         self.fast_decode = fast_decode and decode.supported(self.model)
+        self._plain = kvcache.plain_layers(self.model)
 
     def render(self, messages: list[Message]) -> str:
         if not self.use_chat_template:
@@ -98,8 +99,8 @@ class TransformersBackend:
         start, b = 0, 0
         while start < len(order):
             rows = self.batch_size
-            if self.auto_batch and self.token_budget:  # padded to the longest: fewer rows where prompts are long
-                rows = min(rows, max(1, self.token_budget // (lengths[order[start]] + decoding.max_new_tokens)))
+            if self.auto_batch and self.token_budget:
+                rows = self._rows_in_budget([lengths[i] for i in order[start:]], rows, decoding.max_new_tokens)
             idx = order[start : start + rows]
             try:
                 batch = self._batch([tokens[i] for i in idx], decoding, b, top_logprobs, prefix)
@@ -116,6 +117,24 @@ class TransformersBackend:
             start += len(idx)
             b += 1
         return [out[i] for i in range(len(texts))]
+
+    def _rows_in_budget(self, lengths: list[int], most: int, new: int) -> int:
+        """How many of the prompts left (longest first) the next batch takes, at most ``most``, within the
+        token budget: the padded positions (``generate``, and models whose cache is not plain), or the
+        positions each row reads (capsafe's loop keeps rows of unlike lengths in separate buckets), the
+        batches left made about equal."""
+        assert self.token_budget
+        if not (self.fast_decode and self._plain):
+            return max(1, min(most, self.token_budget // (lengths[0] + new)))
+        need = sum(lengths) + new * len(lengths)
+        batches = max(-(-len(lengths) // most), -(-need // self.token_budget))
+        total, rows = 0, 0
+        for length in lengths[:most]:
+            total += length + new
+            if rows and total > need / batches:
+                break
+            rows += 1
+        return rows
 
     def _prefix(self, tokens: list[list[int]]) -> decode.Prefix | None:
         """The prompts' shared first tokens, run once (capsafe's loop only)."""

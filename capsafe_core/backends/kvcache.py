@@ -194,3 +194,86 @@ def cache_argument(model: Any) -> str:
     import inspect
 
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+BUCKET_RATIO = 0.5  # a new bucket starts where prompts are at most half as long as the bucket's first
+MAX_BUCKETS = 4  # each costs a few small operations per layer and step
+
+
+def buckets(groups: list[tuple[int, int]], widths: list[int]) -> list[tuple[int, int]]:
+    """Prefill groups (row ranges, longest prompts first, ``widths`` each group's) merged into at most
+    ``MAX_BUCKETS`` row ranges of like lengths."""
+    out: list[tuple[int, int]] = []
+    bucket_width = 0
+    for (a, b), width in zip(groups, widths, strict=True):
+        if out and (len(out) == MAX_BUCKETS or width > BUCKET_RATIO * bucket_width):
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+            bucket_width = width
+    return out
+
+
+class BucketedLayer(DynamicLayer):
+    """One layer's cache for rows kept in buckets, each bucket a ``BufferedLayer`` of its own width:
+    a decoding step's attention (``attention.attention``) reads each row's own bucket, so short prompts
+    do not read long prompts' padding. ``update`` writes each bucket's rows and notes itself as the
+    layer attention reads next."""
+
+    def __init__(self, parts: list[BufferedLayer], owner: Buckets) -> None:
+        super().__init__()
+        self.parts, self.owner = parts, owner
+        self.is_initialized = True
+
+    def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        for part, (a, b) in zip(self.parts, self.owner.bounds, strict=True):
+            part.update(key_states[a:b], value_states[a:b])
+        self.owner.current = self
+        return key_states, value_states
+
+    def get_seq_length(self) -> int:
+        return max(p.length for p in self.parts)
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return max(p.capacity for p in self.parts), 0
+
+    def batch_select_indices(self, indices: Any) -> None:
+        raise NotImplementedError("select rows with Buckets.keep")
+
+
+class Buckets(DynamicCache):
+    """A cache of rows in buckets (``BucketedLayer``): per bucket, its rows' range in the batch, its
+    layers' buffers and which of its positions each row attends to (``valid``: rows × 1 × 1 × positions)."""
+
+    def __init__(self, parts: list[Any], valid: list[Any]) -> None:
+        super().__init__()
+        self.current: BucketedLayer | None = None
+        self.valid = valid
+        self.bounds: list[tuple[int, int]] = []
+        self._set_bounds([v.shape[0] for v in valid])
+        self.bucketed = [BucketedLayer([p.layers[i] for p in parts], self) for i in range(len(parts[0].layers))]
+        self.layers = list(self.bucketed)
+
+    def _set_bounds(self, sizes: list[int]) -> None:
+        ends = [sum(sizes[: i + 1]) for i in range(len(sizes))]
+        self.bounds = [(e - s, e) for s, e in zip(sizes, ends, strict=True)]
+
+    def open_next(self) -> None:
+        """Let each row attend to the position the next step writes."""
+        for v, part in zip(self.valid, self.bucketed[0].parts, strict=True):
+            v[..., part.length] = True
+
+    def keep(self, indices: Any) -> None:
+        """Keep these rows (indices into the batch, ascending), in order."""
+        sizes, kept_parts = [], []
+        for g, (a, b) in enumerate(self.bounds):
+            local = indices[(indices >= a) & (indices < b)] - a
+            sizes.append(int(local.numel()))
+            self.valid[g] = self.valid[g][local]
+            for layer in self.bucketed:
+                layer.parts[g].batch_select_indices(local)
+            kept_parts.append(sizes[-1] > 0)
+        self.valid = [v for v, k in zip(self.valid, kept_parts, strict=True) if k]
+        for layer in self.bucketed:
+            layer.parts = [p for p, k in zip(layer.parts, kept_parts, strict=True) if k]
+        self._set_bounds([s for s in sizes if s])

@@ -279,7 +279,7 @@ def free_memory(device: str) -> int:
     return 4 << 30
 
 
-def auto_batch_size(model: Any, device: str, *, tokens: int = 1024, ceiling: int = 128, share: float = 0.5) -> int:
+def auto_batch_size(model: Any, device: str, *, tokens: int = 1024, ceiling: int = 256, share: float = 0.5) -> int:
     """A batch whose KV cache (``tokens`` per sequence) fits in ``share`` of free memory, at most ``ceiling``."""
     per_sequence = max(1, kv_bytes_per_token(model) * tokens)
     return max(1, min(ceiling, int(share * free_memory(device) / per_sequence)))

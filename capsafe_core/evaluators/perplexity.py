@@ -82,16 +82,12 @@ def conditional_perplexity(
     from capsafe_core.backends import scoring
 
     rows = tokenized(tok, items)
-    todo = [i for i, r in enumerate(rows) if r is not None]
+    todo = [(i, r) for i, r in enumerate(rows) if r is not None]
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     scored = scoring.answer_logprobs(
-        model,
-        [rows[i] for i in todo],
-        pad_id=pad,
-        tokens=PPL_TOKEN_BUDGET,
-        batch_size=batch_size,  # type: ignore[misc]
+        model, [r for _, r in todo], pad_id=pad, tokens=PPL_TOKEN_BUDGET, batch_size=batch_size
     )
     out: list[float | None] = [None] * len(rows)
-    for i, lp in zip(todo, scored, strict=True):
+    for (i, _), lp in zip(todo, scored, strict=True):
         out[i] = float(math.exp(-lp.mean().item()))
     return out
