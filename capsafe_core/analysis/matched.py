@@ -57,39 +57,65 @@ class _Checkpoints:
     cap: np.ndarray  # (checkpoints, replicates) capability
 
 
-def _resampled_means(pv: pl.DataFrame, ck_ids: np.ndarray, weights: dict[int, np.ndarray]) -> np.ndarray:
+@dataclass
+class _Weights:
+    """Each prompt's count in each replicate (replicate 0: the data as observed): ``counts[:, j]`` is
+    prompt ``ids[j]``'s (``ids`` sorted)."""
+
+    ids: np.ndarray
+    counts: np.ndarray  # (replicates, prompts)
+
+    def columns(self, prompt_ids: np.ndarray) -> np.ndarray:
+        at = np.searchsorted(self.ids, prompt_ids)
+        if len(prompt_ids) and (at.max() >= len(self.ids) or (self.ids[at] != prompt_ids).any()):
+            raise ValueError("a prompt without bootstrap weights")
+        return self.counts[:, at]
+
+
+def _index(ids: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Position of each of ``values`` in the distinct ``ids`` (a lookup table over the id range)."""
+    table = np.zeros(int(ids.max()) - int(ids.min()) + 1 if len(ids) else 0, dtype=np.int64)
+    table[ids - (ids.min() if len(ids) else 0)] = np.arange(len(ids))
+    return table[values - (ids.min() if len(ids) else 0)]
+
+
+def _resampled_means(pv: pl.DataFrame, ck_ids: np.ndarray, weights: _Weights) -> np.ndarray:
     """(checkpoints, replicates): each checkpoint's mean over prompts under the replicates' prompt
-    weights (``weights[prompt_id]``: the prompt's count per replicate). NaN where a checkpoint has none."""
+    weights. NaN where a checkpoint has none."""
     f = pv.filter(pl.col("value").is_not_null() & pl.col("checkpoint_id").is_in(ck_ids.tolist()))
-    prompts = np.unique(f["prompt_id"].to_numpy())
-    rows = np.searchsorted(np.sort(ck_ids), f["checkpoint_id"].to_numpy())
-    rows = np.argsort(ck_ids)[rows]
-    cols = np.searchsorted(prompts, f["prompt_id"].to_numpy())
+    prompt_col = f["prompt_id"].to_numpy()
+    prompts = np.unique(prompt_col)
+    rows = _index(ck_ids, f["checkpoint_id"].to_numpy())
+    cols = _index(prompts, prompt_col)
     vals = np.zeros((len(ck_ids), len(prompts)))
     have = np.zeros_like(vals)
     vals[rows, cols] = f["value"].to_numpy()
     have[rows, cols] = 1.0
-    n_reps = len(next(iter(weights.values()))) if weights else 1
-    w = np.stack([weights[int(p)] for p in prompts], axis=1) if len(prompts) else np.zeros((n_reps, 0))
+    w = weights.columns(prompts)
     with np.errstate(invalid="ignore", divide="ignore"):
         return (vals @ w.T) / (have @ w.T)
 
 
-def _prompt_weights(frames: list[pl.DataFrame], rng: np.random.Generator, b: int) -> dict[int, np.ndarray]:
+def _prompt_weights(frames: list[pl.DataFrame], rng: np.random.Generator, b: int) -> _Weights:
     """Per prompt, its count in each replicate (replicate 0: the data as observed), drawn per
     benchmark (a stratum) so that each keeps its size."""
     by_bench: dict[str, set[int]] = {}
     for f in frames:
         for (bench,), part in f.select("benchmark", "prompt_id").unique().group_by(["benchmark"]):
             by_bench.setdefault(str(bench), set()).update(part["prompt_id"].to_list())
-    out: dict[int, np.ndarray] = {}
+    ids, blocks = [], []
     for bench in sorted(by_bench):
         prompts = sorted(by_bench[bench])
         drawn = rng.multinomial(len(prompts), np.full(len(prompts), 1 / len(prompts)), size=b)
         counts = np.empty((b + 1, len(prompts)))  # replicate 0: the data as observed (filled without a vstack copy)
         counts[0], counts[1:] = 1.0, drawn
-        out.update({p: counts[:, i] for i, p in enumerate(prompts)})
-    return out
+        ids.append(np.array(prompts, dtype=np.int64))
+        blocks.append(counts)
+    if not ids:
+        return _Weights(np.zeros(0, dtype=np.int64), np.zeros((b + 1, 0)))
+    all_ids, all_counts = np.concatenate(ids), np.concatenate(blocks, axis=1)
+    order = np.argsort(all_ids, kind="stable")
+    return _Weights(all_ids[order], all_counts[:, order])
 
 
 def _checkpoints(cap_pv: pl.DataFrame, rng: np.random.Generator, b: int) -> _Checkpoints:

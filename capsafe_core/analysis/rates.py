@@ -78,8 +78,14 @@ def prompt_values(
     if set_apart is not None and set_apart.height:
         f = f.join(set_apart.select("generation_id"), on="generation_id", how="anti")
     f = f.with_columns(value_expr(metric).alias("value")).filter(pl.col("value").is_not_null())
-    return f.group_by("checkpoint_id", "mitigation", "seed", "step", "benchmark", "prompt_id").agg(
-        pl.col("value").mean()
+    # grouped by the integer ids (fast), the checkpoint's and prompt's names joined back afterwards
+    means = f.group_by("checkpoint_id", "prompt_id").agg(pl.col("value").mean())
+    checkpoints = f.select("checkpoint_id", "mitigation", "seed", "step").unique("checkpoint_id")
+    prompts = f.select("prompt_id", "benchmark").unique("prompt_id")
+    return (
+        means.join(checkpoints, on="checkpoint_id")
+        .join(prompts, on="prompt_id")
+        .select("checkpoint_id", "mitigation", "seed", "step", "benchmark", "prompt_id", "value")
     )
 
 
