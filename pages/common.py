@@ -100,12 +100,20 @@ def counts(path: str, mtime: float) -> dict[str, int]:
         return s.counts()
 
 
+@st.cache_resource(show_spinner="Reading generations…", max_entries=8)
+def generations(path: str, version: str, experiment: str) -> pl.DataFrame:
+    """The experiment's generations (ids, checkpoint, prompt), read once for all its evaluators' reads."""
+    with _open(path) as s:
+        return reads.generations(s, int(s.experiment_id(experiment)))
+
+
 @st.cache_resource(show_spinner="Reading verdicts…", max_entries=64)
 def evaluator_verdicts(path: str, version: str, experiment: str, evaluator: str) -> pl.DataFrame:
     """One evaluator's verdicts in the experiment, read once and shared (not copied) between reruns, pages
     and sessions: polars frames are never changed in place."""
+    gens = generations(path, version, experiment)
     with _open(path) as s:
-        return reads.verdicts(s, experiment, evaluators=[evaluator])
+        return reads.verdicts(s, experiment, evaluators=[evaluator], generations_frame=gens)
 
 
 def verdicts(path: str, version: str, experiment: str, evaluators: tuple[str, ...] | None = None) -> pl.DataFrame:

@@ -15,15 +15,6 @@ import polars as pl
 
 from capsafe_core.store.db import Store
 
-VERDICT_SCHEMA = {
-    "generation_id": pl.Int64,
-    "checkpoint_id": pl.Int64,
-    "prompt_id": pl.Int64,
-    "evaluator_id": pl.Int64,
-    "label": pl.Utf8,
-    "score": pl.Float64,
-}
-
 
 def _frame(store: Store, sql: str, params: Sequence[object], schema: Mapping[str, Any]) -> pl.DataFrame:
     rows = store.conn.execute(sql, params).fetchall()
@@ -84,6 +75,17 @@ def evaluators(store: Store) -> pl.DataFrame:
     )
 
 
+def generations(store: Store, experiment_id: int) -> pl.DataFrame:
+    """``generation_id, checkpoint_id, prompt_id`` of every generation in the experiment (read once per
+    experiment by the dashboard and shared by its per-evaluator reads)."""
+    return _bulk_frame(
+        store,
+        f"""SELECT g.id, g.checkpoint_id, g.prompt_id FROM generations g
+            WHERE g.checkpoint_id IN (SELECT id FROM checkpoints WHERE experiment_id = {int(experiment_id)})""",
+        {"generation_id": pl.Int64, "checkpoint_id": pl.Int64, "prompt_id": pl.Int64},
+    )
+
+
 def verdicts(
     store: Store,
     experiment: str,
@@ -91,40 +93,40 @@ def verdicts(
     pinned: Mapping[str, str] | None = None,
     evaluators: Sequence[str] | None = None,
     benchmarks: Sequence[str] | None = None,
+    generations_frame: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """One row per judgment of the experiment: generation_id, checkpoint_id, mitigation, seed, step, prompt_id,
     benchmark, bench_kind, category, evaluator, ev_kind, label, score.
 
     Where an evaluator has several versions, the newest (highest id) is used, or the one ``pinned``
     names (evaluator → version, e.g. to compare a changed metric with the version it replaced).
-    ``evaluators`` / ``benchmarks`` read only those (SQLite filters them: a page reads what it shows).
+    ``evaluators`` / ``benchmarks`` read only those (a page reads what it shows). The judgments are read
+    from their covering index (evaluator, label, score) and joined to the experiment's generations
+    (``generations``, or ``generations_frame`` where the caller has it), in the index's order.
     """
     exp_id = int(store.experiment_id(experiment))
     ev = evaluators_in_use(store, pinned)
     if evaluators is not None:
         ev = ev.filter(pl.col("evaluator").is_in(list(evaluators)))
-    where = f"c.experiment_id = {exp_id}"
-    if evaluators is not None:
-        where += f" AND j.evaluator_id IN ({','.join(str(int(i)) for i in ev['evaluator_id']) or 'NULL'})"
-    if benchmarks is not None:
-        ids = [int(i) for (i,) in store.conn.execute(
-            f"SELECT id FROM benchmarks WHERE name IN ({','.join('?' * len(benchmarks))})", list(benchmarks)
-        )] if benchmarks else []  # fmt: skip
-        where += (
-            f" AND g.prompt_id IN (SELECT id FROM prompts WHERE benchmark_id IN ({','.join(map(str, ids)) or 'NULL'}))"
-        )
-    raw = _bulk_frame(
+    ids = ",".join(str(int(i)) for i in ev["evaluator_id"]) or "NULL"
+    judged = _bulk_frame(
         store,
-        f"""SELECT g.id, g.checkpoint_id, g.prompt_id, j.evaluator_id, j.label, j.score
-           FROM generations g JOIN checkpoints c ON c.id = g.checkpoint_id
-           JOIN judgments j ON j.generation_id = g.id
-           WHERE {where}""",
-        VERDICT_SCHEMA,
+        f"SELECT j.generation_id, j.evaluator_id, j.label, j.score FROM judgments j WHERE j.evaluator_id IN ({ids})",
+        {"generation_id": pl.Int64, "evaluator_id": pl.Int64, "label": pl.Utf8, "score": pl.Float64},
     )
+    gens = generations(store, exp_id) if generations_frame is None else generations_frame
+    held = prompts(store, exp_id)
+    if benchmarks is not None:
+        held = held.filter(pl.col("benchmark").is_in(list(benchmarks)))
     out = (
-        raw.join(ev.select("evaluator_id", "evaluator", "ev_kind"), on="evaluator_id", how="inner")
-        .join(checkpoints(store, exp_id).select("checkpoint_id", "mitigation", "seed", "step"), on="checkpoint_id")
-        .join(prompts(store, exp_id).select("prompt_id", "benchmark", "bench_kind", "category"), on="prompt_id")
+        judged.join(gens, on="generation_id", maintain_order="left")
+        .join(ev.select("evaluator_id", "evaluator", "ev_kind"), on="evaluator_id", maintain_order="left")
+        .join(
+            checkpoints(store, exp_id).select("checkpoint_id", "mitigation", "seed", "step"),
+            on="checkpoint_id",
+            maintain_order="left",
+        )
+        .join(held.select("prompt_id", "benchmark", "bench_kind", "category"), on="prompt_id", maintain_order="left")
     )
     return out.select(
         "generation_id",
