@@ -226,3 +226,20 @@ def test_judge_errors_from_the_confusion_of_people_and_a_judge():
     assert err["misses"] == pytest.approx(((judge == 0) & (person == 1)).sum() / (person == 1).sum())
     assert err["false_alarms"] == pytest.approx(((judge == 1) & (person == 0)).sum() / (person == 0).sum())
     assert err["misses_lo"] < err["misses"] < err["misses_hi"]
+
+
+def test_pair_stats_equal_sklearn_on_every_item():
+    """κ and the confusion matrix from the four cells' counts == sklearn on the items themselves."""
+    from sklearn.metrics import confusion_matrix
+
+    from capsafe_core.analysis.agreement import pair_stats
+
+    rng = np.random.default_rng(1)
+    for n in (7, 50, 1000, 20000):
+        for p in (0.03, 0.5):
+            a = (rng.random(n) < p).astype(np.int64)
+            b = np.where(rng.random(n) < 0.8, a, 1 - a)
+            got = pair_stats(a, b, np.random.default_rng(0))
+            if len(np.unique(np.concatenate([a, b]))) > 1:
+                assert got["kappa"] == cohen_kappa_score(a, b)
+            assert got["confusion"] == confusion_matrix(a, b, labels=[0, 1]).tolist()
