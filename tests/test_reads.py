@@ -33,7 +33,7 @@ def databases(tmp_path_factory):
 
 def _same(a: pl.DataFrame, b: pl.DataFrame) -> bool:
     key = ["generation_id", "evaluator"]
-    as_text = pl.col("label").cast(pl.Utf8)
+    as_text = pl.col(*reads.TEXT).cast(pl.Utf8)
     return a.schema == b.schema and a.sort(key).with_columns(as_text).equals(b.sort(key).with_columns(as_text))
 
 
@@ -69,7 +69,7 @@ def _verdicts_by_sql_joins(s: Store, experiment: str) -> pl.DataFrame:
     cks = reads.checkpoints(s, exp_id).select("checkpoint_id", "mitigation", "seed", "step")
     held = reads.prompts(s, exp_id).select("prompt_id", "benchmark", "bench_kind", "category")
     out = raw.join(ev, on="evaluator_id").join(cks, on="checkpoint_id").join(held, on="prompt_id")
-    return out.select(reads.empty_verdicts().columns).with_columns(pl.col("label").cast(pl.Categorical))
+    return out.select(reads.empty_verdicts().columns).with_columns(pl.col(*reads.TEXT).cast(pl.Categorical))
 
 
 def test_reader_equals_sql_joins(databases):

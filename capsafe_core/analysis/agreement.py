@@ -40,7 +40,7 @@ def rater_values(v: pl.DataFrame, humans: pl.DataFrame | None, *, dimension: str
         items = v
         judged = items.filter(pl.col("ev_kind") == "refusal").with_columns(value_expr("refusal_rate").alias("value"))
     out = judged.filter(pl.col("value").is_not_null()).select(
-        "generation_id", pl.col("evaluator").alias("rater"), pl.col("value").cast(pl.Int64)
+        "generation_id", pl.col("evaluator").cast(pl.Utf8).alias("rater"), pl.col("value").cast(pl.Int64)
     )
     if humans is not None and humans.height:
         ids = items.select("generation_id").unique()

@@ -74,6 +74,7 @@ def setup_section(x: Inputs) -> str:
     for key in ("command", "decoding", "versions", "hardware"):
         facts.append((key, "; ".join(sorted(seen[key])) or "not recorded (imported)"))
     used = x.v.group_by("benchmark", "bench_kind").agg(pl.col("prompt_id").n_unique().alias("prompts"))
+    used = used.with_columns(pl.col("benchmark", "bench_kind").cast(pl.Utf8))
     benches = used.join(
         store.benchmarks().select(pl.col("name").alias("benchmark"), "license", "source"), on="benchmark", how="left"
     ).sort("bench_kind", "benchmark")
