@@ -31,19 +31,22 @@ def rater_values(v: pl.DataFrame, humans: pl.DataFrame | None, *, dimension: str
     """Long frame ``generation_id, rater, value (0/1)`` on the dimension's items."""
     if dimension not in DIMENSIONS:
         raise ValueError(f"unknown dimension {dimension!r}; use one of {DIMENSIONS}")
+    lazy = v.lazy()  # only the columns used are copied out of a frame of millions of verdicts
     if dimension == "unsafe":
-        items = v.filter(pl.col("bench_kind") == "safety")
+        items = lazy.filter(pl.col("bench_kind") == "safety")
         judged = items.filter(pl.col("ev_kind").is_in(["harm", "refusal"])).with_columns(
             value_expr("unsafe_rate").alias("value")
         )
     else:
-        items = v
+        items = lazy
         judged = items.filter(pl.col("ev_kind") == "refusal").with_columns(value_expr("refusal_rate").alias("value"))
-    out = judged.filter(pl.col("value").is_not_null()).select(
-        "generation_id", pl.col("evaluator").cast(pl.Utf8).alias("rater"), pl.col("value").cast(pl.Int64)
+    out = (
+        judged.filter(pl.col("value").is_not_null())
+        .select("generation_id", pl.col("evaluator").cast(pl.Utf8).alias("rater"), pl.col("value").cast(pl.Int64))
+        .collect()
     )
     if humans is not None and humans.height:
-        ids = items.select("generation_id").unique()
+        ids = items.select("generation_id").unique().collect()
         h = (
             humans.join(ids, on="generation_id", how="semi")
             .with_columns(

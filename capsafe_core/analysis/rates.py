@@ -74,10 +74,12 @@ def prompt_values(
     """
     if isinstance(benchmarks, str):
         benchmarks = [benchmarks]
-    f = v.filter((pl.col("evaluator") == evaluator) & pl.col("benchmark").is_in(benchmarks))
+    # lazily, so that only the columns used are copied out of a frame of millions of verdicts
+    lazy = v.lazy().filter((pl.col("evaluator") == evaluator) & pl.col("benchmark").is_in(benchmarks))
     if set_apart is not None and set_apart.height:
-        f = f.join(set_apart.select("generation_id"), on="generation_id", how="anti")
-    f = f.with_columns(value_expr(metric).alias("value")).filter(pl.col("value").is_not_null())
+        lazy = lazy.join(set_apart.lazy().select("generation_id"), on="generation_id", how="anti")
+    lazy = lazy.with_columns(value_expr(metric).alias("value")).filter(pl.col("value").is_not_null())
+    f = lazy.select("checkpoint_id", "mitigation", "seed", "step", "benchmark", "prompt_id", "value").collect()
     # grouped by the integer ids (fast), the checkpoint's and prompt's names joined back afterwards
     means = f.group_by("checkpoint_id", "prompt_id").agg(pl.col("value").mean())
     checkpoints = f.select("checkpoint_id", "mitigation", "seed", "step").unique("checkpoint_id")
