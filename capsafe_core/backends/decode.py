@@ -149,22 +149,10 @@ def _prefill_all(
 ) -> tuple[Any, Any, Any]:
     """One cache for the whole batch, padded to its longest prompt (prefilled in groups of like lengths
     where the cache is buffered): (cache, last logits, attention mask)."""
-    import torch
-
     shared = len(prefix) if prefix is not None else 0
-    width, n = len(prompts[0]) - shared, len(prompts)
     buffered = kvcache.plain_layers(model)
-    cache = kvcache.new_cache(model, shared + width + new, buffered=buffered, batch=n)
-    if prefix is not None:
-        prefix.fill(cache, n)
-    mask = _padding(prompts, shared, width, device)
-    groups = kvcache.prefill_groups([len(p) - shared for p in prompts]) if buffered else [(0, n)]
-    logits = torch.cat(
-        [_prefill(model, cache, prompts[a:b], mask[a:b], slice(a, b), shared, pad_id) for a, b in groups]
-    )
-    for layer in cache.layers if buffered else []:
-        layer.rows, layer.length = None, shared + width
-    return cache, logits, mask
+    groups = kvcache.prefill_groups([len(p) - shared for p in prompts]) if buffered else [(0, len(prompts))]
+    return _filled(model, prompts, prefix, new, pad_id, device, groups, buffered=buffered)
 
 
 def _bucketed_prefill(
@@ -179,22 +167,43 @@ def _bucketed_prefill(
     groups = kvcache.prefill_groups(lengths)
     parts, valid, logits = [], [], []
     for a, b in kvcache.buckets(groups, [lengths[g[0]] for g in groups]):
-        width = lengths[a]
-        cache = kvcache.new_cache(model, shared + width + new, buffered=True, batch=b - a)
-        if prefix is not None:
-            prefix.fill(cache, b - a)
-        mask = _padding(prompts[a:b], shared, width, device)
-        for c, d in (g for g in groups if a <= g[0] < b):
-            logits.append(
-                _prefill(model, cache, prompts[c:d], mask[c - a : d - a], slice(c - a, d - a), shared, pad_id)
-            )
-        for layer in cache.layers:
-            layer.rows, layer.length = None, shared + width
-        opened = torch.zeros((b - a, 1, 1, shared + width + new), dtype=torch.bool, device=device)
-        opened[:, 0, 0, : shared + width] = mask.bool()
+        own = [(c - a, d - a) for c, d in groups if a <= c < b]
+        cache, first, mask = _filled(model, prompts[a:b], prefix, new, pad_id, device, own, buffered=True)
+        opened = torch.zeros((b - a, 1, 1, cache.layers[0].capacity), dtype=torch.bool, device=device)
+        opened[:, 0, 0, : mask.shape[1]] = mask.bool()
         parts.append(cache)
         valid.append(opened)
+        logits.append(first)
     return kvcache.Buckets(parts, valid), torch.cat(logits)
+
+
+def _filled(
+    model: Any,
+    prompts: list[list[int]],
+    prefix: Prefix | None,
+    new: int,
+    pad_id: int,
+    device: Any,
+    groups: list[tuple[int, int]],
+    *,
+    buffered: bool,
+) -> tuple[Any, Any, Any]:
+    """A cache for ``prompts`` (longest first) with room for ``new`` tokens, the prefix copied in and the
+    prompts run group by group: (cache, last logits, attention mask)."""
+    import torch
+
+    shared = len(prefix) if prefix is not None else 0
+    width, n = len(prompts[0]) - shared, len(prompts)
+    cache = kvcache.new_cache(model, shared + width + new, buffered=buffered, batch=n)
+    if prefix is not None:
+        prefix.fill(cache, n)
+    mask = _padding(prompts, shared, width, device)
+    logits = torch.cat(
+        [_prefill(model, cache, prompts[a:b], mask[a:b], slice(a, b), shared, pad_id) for a, b in groups]
+    )
+    for layer in cache.layers if buffered else []:
+        layer.rows, layer.length = None, shared + width
+    return cache, logits, mask
 
 
 def _prefill(model: Any, cache: Any, prompts: list[list[int]], mask: Any, rows: slice, shared: int, pad_id: int) -> Any:
