@@ -74,9 +74,12 @@ class _Weights:
 
 def _index(ids: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Position of each of ``values`` in the distinct ``ids`` (a lookup table over the id range)."""
-    table = np.zeros(int(ids.max()) - int(ids.min()) + 1 if len(ids) else 0, dtype=np.int64)
-    table[ids - (ids.min() if len(ids) else 0)] = np.arange(len(ids))
-    return table[values - (ids.min() if len(ids) else 0)]
+    if not len(ids):
+        return np.zeros(0, dtype=np.int64)
+    low = int(ids.min())
+    table = np.zeros(int(ids.max()) - low + 1, dtype=np.int64)
+    table[ids - low] = np.arange(len(ids))
+    return table[values - low]
 
 
 def _resampled_means(pv: pl.DataFrame, ck_ids: np.ndarray, weights: _Weights) -> np.ndarray:

@@ -71,7 +71,7 @@ class TransformersBackend:
         self.auto_batch = batch_size is None  # then sized per call from the workload and free memory
         self.batch_size = batch_size or auto_batch_size(self.model, self.device)
         self.halvings = 0  # how often a batch ran out of memory and was halved
-        # on a CPU, padding costs compute: a chosen batch holds at most this many (padded) tokens
+        # on a CPU, every cached position is read at every step: a chosen batch holds at most this many
         self.token_budget = TOKEN_BUDGET if self.device == "cpu" else None
         self.fast_decode = fast_decode and decode.supported(self.model)
         self._plain = kvcache.plain_layers(self.model)
