@@ -133,15 +133,13 @@ def decode(
     return result
 
 
-def _padding(prompts: list[list[int]], shared: int, width: int, device: Any) -> Any:
-    """Attention mask (rows × shared + width) of prompts sorted longest first: the shared prefix, left
-    padding, each prompt's own tokens."""
+def _padding(prompts: list[list[int]], shared: int, device: Any) -> Any:
+    """Attention mask (rows × the longest prompt) of prompts starting with ``shared`` common tokens: the
+    shared prefix, left padding, each prompt's own tokens."""
     import torch
 
-    mask = torch.ones((len(prompts), shared + width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        mask[i, shared : shared + width - len(p) + shared] = 0
-    return mask.to(device)
+    _, own = kvcache.left_padded([p[shared:] for p in prompts], 0)
+    return torch.cat([own.new_ones((len(prompts), shared)), own], dim=1).to(device)
 
 
 def _prefill_all(
@@ -197,7 +195,7 @@ def _filled(
     cache = kvcache.new_cache(model, shared + width + new, buffered=buffered, batch=n)
     if prefix is not None:
         prefix.fill(cache, n)
-    mask = _padding(prompts, shared, width, device)
+    mask = _padding(prompts, shared, device)
     logits = torch.cat(
         [_prefill(model, cache, prompts[a:b], mask[a:b], slice(a, b), shared, pad_id) for a, b in groups]
     )
@@ -209,13 +207,10 @@ def _filled(
 def _prefill(model: Any, cache: Any, prompts: list[list[int]], mask: Any, rows: slice, shared: int, pad_id: int) -> Any:
     """Run a group of prompts (the first the longest) through ``model`` into their ``rows`` of the cache;
     the logits at each one's last position."""
-    import torch
 
     device = mask.device
-    width = len(prompts[0]) - shared  # this group's; the batch's is mask's
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p) + shared :] = torch.tensor(p[shared:])
+    ids, _ = kvcache.left_padded([p[shared:] for p in prompts], pad_id)
+    width = ids.shape[1]  # this group's; the batch's is mask's
     own = mask[:, mask.shape[1] - width :]
     positions = (own.cumsum(-1) - 1 + shared).clamp_(min=shared)
     for layer in cache.layers:

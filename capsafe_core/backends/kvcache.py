@@ -134,6 +134,20 @@ class Prefix:
             layer.update(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1))
 
 
+def left_padded(seqs: list[list[int]], pad_id: int) -> tuple[Any, Any]:
+    """(ids, own), rows × the longest's length: the sequences left-padded with ``pad_id``, and 1 where a
+    position holds the row's own token."""
+    import torch
+
+    width = max(len(q) for q in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    own = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, q in enumerate(seqs):
+        ids[i, width - len(q) :] = torch.tensor(q)
+        own[i, width - len(q) :] = 1
+    return ids, own
+
+
 PREFILL_TOKENS = 4096  # (padded) prompt tokens per forward pass of a prefill
 PREFILL_SLACK = 1.25  # padded tokens per real one a prefill group may hold
 

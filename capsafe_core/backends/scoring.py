@@ -38,11 +38,7 @@ def answer_logprobs(
     for a, b in kvcache.prefill_groups([len(seqs[i]) for i in order], tokens=tokens, rows=batch_size):
         idx = order[a:b]
         width = len(seqs[idx[0]])
-        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        own = torch.zeros((len(idx), width), dtype=torch.long)
-        for j, i in enumerate(idx):
-            ids[j, width - len(seqs[i]) :] = torch.tensor(seqs[i])
-            own[j, width - len(seqs[i]) :] = 1
+        ids, own = kvcache.left_padded([seqs[i] for i in idx], pad_id)
         positions = (own.cumsum(-1) - 1 + shared).clamp(min=shared)
         mask = torch.cat([own.new_ones((len(idx), shared)), own], dim=1)
         answer = max(len(rows[i][1]) for i in idx)  # logits of the last answer+1 positions suffice
