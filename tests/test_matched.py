@@ -100,3 +100,22 @@ def test_figures_show_the_runs():
     runs, main = fig.data
     assert len(runs.x) == 6 and len(main.x) == 2
     assert "#2ca02c" in main.marker.color  # the best set in green
+
+
+def test_resample_counts_are_a_uniform_multinomial():
+    """Counted uniform draws have the multinomial's law: every resample keeps its size, one item's
+    count is Binomial(n, 1/n) (chi-square against scipy), and two items' counts covary by -1/n."""
+    from scipy.stats import binom, chisquare
+
+    from capsafe_core.analysis.matched import resample_counts
+
+    n, b = 5, 60_000
+    counts = resample_counts(np.random.default_rng(3), n, b)
+    assert counts.shape == (b, n) and (counts.sum(axis=1) == n).all()
+    observed = np.bincount(counts[:, 0].astype(int), minlength=n + 1)
+    expected = binom.pmf(np.arange(n + 1), n, 1 / n) * b
+    assert chisquare(observed, expected).pvalue > 0.001
+    assert abs(np.cov(counts[:, 0], counts[:, 1])[0, 1] + 1 / n) < 0.02
+    big = resample_counts(np.random.default_rng(4), 3_000, 3_000)  # several chunks
+    assert (big.sum(axis=1) == 3_000).all() and abs(big.mean() - 1) < 1e-12
+    assert len({tuple(r) for r in big[:, :50]}) == 3_000  # chunks are not repeats of one draw

@@ -99,6 +99,19 @@ def _resampled_means(pv: pl.DataFrame, ck_ids: np.ndarray, weights: _Weights) ->
         return (vals @ w.T) / (have @ w.T)
 
 
+def resample_counts(rng: np.random.Generator, n: int, b: int) -> np.ndarray:
+    """(b, n): how often each of ``n`` items is drawn in each of ``b`` resamples of size ``n`` with
+    replacement (a uniform multinomial, drawn as ``n`` uniform indices per resample and counted:
+    numpy's ``multinomial`` walks every category per resample, ~20× slower at 50,000 items)."""
+    counts = np.empty((b, n))
+    step = max(1, (1 << 23) // max(n, 1))  # resamples per chunk: ~8 M indices in memory at a time
+    for start in range(0, b, step):
+        rows = min(step, b - start)
+        drawn = rng.integers(0, n, size=(rows, n)) + n * np.arange(rows)[:, None]
+        counts[start : start + rows] = np.bincount(drawn.ravel(), minlength=rows * n).reshape(rows, n)
+    return counts
+
+
 def _prompt_weights(frames: list[pl.DataFrame], rng: np.random.Generator, b: int) -> _Weights:
     """Per prompt, its count in each replicate (replicate 0: the data as observed), drawn per
     benchmark (a stratum) so that each keeps its size."""
@@ -109,9 +122,8 @@ def _prompt_weights(frames: list[pl.DataFrame], rng: np.random.Generator, b: int
     ids, blocks = [], []
     for bench in sorted(by_bench):
         prompts = sorted(by_bench[bench])
-        drawn = rng.multinomial(len(prompts), np.full(len(prompts), 1 / len(prompts)), size=b)
-        counts = np.empty((b + 1, len(prompts)))  # replicate 0: the data as observed (filled without a vstack copy)
-        counts[0], counts[1:] = 1.0, drawn
+        counts = np.empty((b + 1, len(prompts)))  # replicate 0: the data as observed
+        counts[0], counts[1:] = 1.0, resample_counts(rng, len(prompts), b)
         ids.append(np.array(prompts, dtype=np.int64))
         blocks.append(counts)
     if not ids:
@@ -194,7 +206,7 @@ def bootstrap(
     rng = np.random.default_rng(seed)
     cks = _checkpoints(cap_pv, rng, b)
     seed_counts = {
-        mit: np.vstack([np.ones((1, len(r))), rng.multinomial(len(r), np.full(len(r), 1 / len(r)), size=b)]).T
+        mit: np.vstack([np.ones((1, len(r))), resample_counts(rng, len(r), b)]).T
         for mit, r in cks.runs.items()
     }
     weights = _prompt_weights([v.pv for v in views], rng, b)
