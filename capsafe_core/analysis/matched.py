@@ -206,8 +206,7 @@ def bootstrap(
     rng = np.random.default_rng(seed)
     cks = _checkpoints(cap_pv, rng, b)
     seed_counts = {
-        mit: np.vstack([np.ones((1, len(r))), resample_counts(rng, len(r), b)]).T
-        for mit, r in cks.runs.items()
+        mit: np.vstack([np.ones((1, len(r))), resample_counts(rng, len(r), b)]).T for mit, r in cks.runs.items()
     }
     weights = _prompt_weights([v.pv for v in views], rng, b)
     matched, runs, diffs = [], [], []
