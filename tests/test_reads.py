@@ -84,3 +84,43 @@ def test_reader_equals_sql_joins(databases):
                 one = want["evaluator"][0]
                 got = reads.verdicts(s, exp, evaluators=[one], generations_frame=gens)
                 assert _same(got, want.filter(pl.col("evaluator") == one)), (db.name, exp)
+
+
+HOSTILE = ["", "safe", "it's", "x' OR 1=1 --", "é\u202eunsafe", "a\x00b", "unsafe "]
+
+
+@pytest.mark.parametrize("n_labels", [len(HOSTILE), reads.MANY_LABELS + 5])
+def test_judgments_read_by_label_equal_a_plain_read(tmp_path, n_labels):
+    """Judgments read one (evaluator, label) at a time, the label attached afterwards, equal a plain read
+    in the index's order: labels with quotes, SQL, control characters, an empty one, trailing spaces; and
+    an evaluator with more labels than are read one by one."""
+    labels = (HOSTILE + [f"label {i}" for i in range(n_labels)])[:n_labels]
+    with Store.open(tmp_path / "labels.db") as s:
+        with s.transaction():
+            exp = s.upsert_experiment("e", task="t", capability_metric="m", capability_target=0.5)
+            bench = s.upsert_benchmark("b", kind="safety", source="test")
+            prompts = [(f"p{i}", f"prompt {i}", None, None, "{}") for i in range(40)]
+            pids = list(s.upsert_prompts(bench, prompts).values())
+            ck = s.upsert_checkpoint(exp, "none", 0)
+            s.conn.executemany(
+                "INSERT INTO generations (checkpoint_id, prompt_id, sample, decoding, response, n_tokens, "
+                "finish_reason, created_at) VALUES (?, ?, 0, '{}', 'r', 1, 'stop', 'now')",
+                [(ck, p) for p in pids],
+            )
+            gids = s.generation_ids(ck, "{}")
+            evs = [s.upsert_evaluator(n, kind="refusal", version="1") for n in ("a", "b")]
+            rows = [
+                (g, ev, labels[(i * 7 + k) % len(labels)], None if i % 3 else i / 40, None, "now")
+                for k, ev in enumerate(evs)
+                for i, g in enumerate(sorted(gids.values()))
+            ]
+            s.conn.executemany("INSERT INTO judgments VALUES (?, ?, ?, ?, ?, ?)", rows)
+        got = reads.judgments(s, evs)
+        plain = s.conn.execute(
+            "SELECT generation_id, evaluator_id, label, score FROM judgments "
+            "INDEXED BY idx_judgments_evaluator_label_score WHERE evaluator_id IN (?, ?)",
+            evs,
+        ).fetchall()
+    want = pl.DataFrame(plain, schema=reads._JUDGED, orient="row")
+    assert got.height == len(rows) and got["label"].dtype == pl.Categorical
+    assert got.with_columns(pl.col("label").cast(pl.Utf8)).equals(want)
