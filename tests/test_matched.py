@@ -107,7 +107,7 @@ def test_resample_counts_are_a_uniform_multinomial():
     count is Binomial(n, 1/n) (chi-square against scipy), and two items' counts covary by -1/n."""
     from scipy.stats import binom, chisquare
 
-    from capsafe_core.analysis.matched import resample_counts
+    from capsafe_core.analysis.matched import _count_chunks, resample_counts
 
     n, b = 5, 60_000
     counts = resample_counts(np.random.default_rng(3), n, b)
@@ -116,6 +116,29 @@ def test_resample_counts_are_a_uniform_multinomial():
     expected = binom.pmf(np.arange(n + 1), n, 1 / n) * b
     assert chisquare(observed, expected).pvalue > 0.001
     assert abs(np.cov(counts[:, 0], counts[:, 1])[0, 1] + 1 / n) < 0.02
-    big = resample_counts(np.random.default_rng(4), 3_000, 3_000)  # several chunks
-    assert (big.sum(axis=1) == 3_000).all() and abs(big.mean() - 1) < 1e-12
+    chunks = list(_count_chunks(np.random.default_rng(4), 3_000, 3_000))  # as the bootstrap draws them
+    assert len(chunks) > 1 and [start for start, _ in chunks] == list(np.cumsum([0] + [len(c) for _, c in chunks[:-1]]))
+    big = np.vstack([c for _, c in chunks])
+    assert big.shape == (3_000, 3_000) and (big.sum(axis=1) == 3_000).all()
     assert len({tuple(r) for r in big[:, :50]}) == 3_000  # chunks are not repeats of one draw
+
+
+def test_weighted_sums_equal_the_product_with_every_count():
+    """The chunked sums equal values @ counts.T with each benchmark's whole count matrix drawn from its
+    seed, for a view on all of one benchmark, on part of one and across two; an unknown prompt is refused."""
+    from capsafe_core.analysis.matched import _count_chunks, _Weights
+
+    b, rng = 700, np.random.default_rng(5)
+    a_ids, b_ids = np.arange(0, 3_000, 2), np.arange(1, 900, 2)  # interleaved ids, two benchmarks
+    weights = _Weights(b + 1, [(a_ids, 11), (b_ids, 12)])
+    full = {}
+    for ids, seed in weights.blocks:
+        drawn = np.vstack([c for _, c in _count_chunks(np.random.default_rng(seed), len(ids), b)])
+        full.update(zip(ids.tolist(), np.vstack([np.ones(len(ids)), drawn]).T, strict=True))
+    views = [a_ids, np.sort(rng.choice(a_ids, 300, replace=False)), np.sort(np.r_[a_ids[:50], b_ids])]
+    parts = [(rng.random((6, len(p))), p) for p in views]
+    for (values, prompts), got in zip(parts, weights.weighted_sums(parts), strict=True):
+        want = values @ np.array([full[p] for p in prompts.tolist()])
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+    with pytest.raises(ValueError, match="without bootstrap weights"):
+        weights.weighted_sums([(np.ones((1, 1)), np.array([5_000]))])

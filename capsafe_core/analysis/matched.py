@@ -25,6 +25,7 @@ differences of opposite sign in two views, which a false positive in one view al
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,29 +60,40 @@ class _Checkpoints:
 
 @dataclass(frozen=True)
 class _Weights:
-    """Each prompt's count in each replicate (replicate 0: the data as observed), per benchmark (a
-    stratum): ``blocks`` holds each benchmark's sorted prompt ids and its (replicates, prompts) counts."""
+    """Each prompt's count in each replicate (replicate 0: the data as observed), drawn per benchmark (a
+    stratum) from its own seeded stream: ``blocks`` holds each benchmark's sorted prompt ids and seed.
+    The counts are drawn again, a cache-sized chunk at a time, wherever they are used, so the same
+    replicates enter every view without a (replicates × prompts) matrix in memory."""
 
     replicates: int
-    blocks: list[tuple[np.ndarray, np.ndarray]]
+    blocks: list[tuple[np.ndarray, int]]
 
-    def weighted_sums(self, values: np.ndarray, prompt_ids: np.ndarray) -> np.ndarray:
-        """(rows, replicates): ``values`` (rows, prompts; column j is prompt ``prompt_ids[j]``, sorted and
-        distinct) summed under each replicate's counts. A benchmark whose prompts are all there enters
-        the product as it is stored (the counts are not gathered into a copy)."""
-        out = np.zeros((values.shape[0], self.replicates))
-        found = 0
-        for ids, counts in self.blocks:
-            at = np.searchsorted(ids, prompt_ids).clip(max=len(ids) - 1)
-            sel = np.flatnonzero(ids[at] == prompt_ids)
-            if not len(sel):
+    def weighted_sums(self, parts: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+        """Per ``(values, prompt_ids)`` of ``parts`` (values: rows × prompts, column j is prompt
+        ``prompt_ids[j]``, sorted and distinct): (rows, replicates), the values summed under each
+        replicate's counts."""
+        outs = [np.zeros((values.shape[0], self.replicates)) for values, _ in parts]
+        found = [0] * len(parts)
+        for ids, seed in self.blocks:
+            users = []  # (output, values of this benchmark's prompts, their columns in the counts or None for all)
+            for i, (values, prompt_ids) in enumerate(parts):
+                at = np.searchsorted(ids, prompt_ids).clip(max=len(ids) - 1)
+                sel = np.flatnonzero(ids[at] == prompt_ids)
+                if len(sel):
+                    found[i] += len(sel)
+                    mine = values if len(sel) == values.shape[1] else values[:, sel]
+                    outs[i][:, 0] += mine.sum(axis=1)  # replicate 0: each prompt once
+                    users.append((outs[i], mine, None if len(sel) == len(ids) else at[sel]))
+            if not users:
                 continue
-            part = counts if len(sel) == len(ids) else counts[:, at[sel]]
-            out += values[:, sel] @ part.T
-            found += len(sel)
-        if found != len(prompt_ids):
+            rng = np.random.default_rng(seed)
+            for start, counts in _count_chunks(rng, len(ids), self.replicates - 1):
+                for out, mine, cols in users:
+                    used = counts if cols is None else counts[:, cols]
+                    out[:, 1 + start : 1 + start + len(counts)] += mine @ used.T
+        if any(n != len(ids) for n, (_, ids) in zip(found, parts, strict=True)):
             raise ValueError("a prompt without bootstrap weights")
-        return out
+        return outs
 
 
 def _index(ids: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -94,50 +106,54 @@ def _index(ids: np.ndarray, values: np.ndarray) -> np.ndarray:
     return table[values - low]
 
 
-def _resampled_means(pv: pl.DataFrame, ck_ids: np.ndarray, weights: _Weights) -> np.ndarray:
-    """(checkpoints, replicates): each checkpoint's mean over prompts under the replicates' prompt
-    weights. NaN where a checkpoint has none."""
-    f = pv.filter(pl.col("value").is_not_null() & pl.col("checkpoint_id").is_in(ck_ids.tolist()))
-    prompt_col = f["prompt_id"].to_numpy()
-    prompts = np.unique(prompt_col)
-    rows = _index(ck_ids, f["checkpoint_id"].to_numpy())
-    cols = _index(prompts, prompt_col)
-    vals = np.zeros((len(ck_ids), len(prompts)))
-    have = np.zeros_like(vals)
-    vals[rows, cols] = f["value"].to_numpy()
-    have[rows, cols] = 1.0
-    sums = weights.weighted_sums(np.vstack([vals, have]), prompts)
+def _resampled_means(pvs: list[pl.DataFrame], ck_ids: np.ndarray, weights: _Weights) -> list[np.ndarray]:
+    """Per frame of per-prompt values: (checkpoints, replicates), each checkpoint's mean over prompts
+    under the replicates' prompt weights. NaN where a checkpoint has none."""
+    parts = []
+    for pv in pvs:
+        f = pv.filter(pl.col("value").is_not_null() & pl.col("checkpoint_id").is_in(ck_ids.tolist()))
+        prompt_col = f["prompt_id"].to_numpy()
+        prompts = np.unique(prompt_col)
+        rows = _index(ck_ids, f["checkpoint_id"].to_numpy())
+        cols = _index(prompts, prompt_col)
+        both = np.zeros((2 * len(ck_ids), len(prompts)))  # values, then 1 where a checkpoint has the prompt
+        both[rows, cols] = f["value"].to_numpy()
+        both[len(ck_ids) + rows, cols] = 1.0
+        parts.append((both, prompts))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return sums[: len(ck_ids)] / sums[len(ck_ids) :]
+        return [sums[: len(ck_ids)] / sums[len(ck_ids) :] for sums in weights.weighted_sums(parts)]
 
 
-def resample_counts(rng: np.random.Generator, n: int, b: int, *, out: np.ndarray | None = None) -> np.ndarray:
+CHUNK = 1 << 20  # prompt draws per chunk of replicates (8 MB of counts)
+
+
+def _count_chunks(rng: np.random.Generator, n: int, b: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``resample_counts(rng, n, b)`` a chunk of replicates at a time: (first replicate, counts)."""
+    step = max(1, CHUNK // max(n, 1))
+    for start in range(0, b, step):
+        yield start, resample_counts(rng, n, min(step, b - start))
+
+
+def resample_counts(rng: np.random.Generator, n: int, b: int) -> np.ndarray:
     """(b, n): how often each of ``n`` items is drawn in each of ``b`` resamples of size ``n`` with
     replacement (a uniform multinomial, drawn as ``n`` uniform indices per resample and counted:
-    numpy's ``multinomial`` walks every category per resample, several times slower at 25,000 items).
-    Written into ``out`` when given."""
-    counts = np.empty((b, n)) if out is None else out
-    step = max(1, (1 << 18) // max(n, 1))  # resamples per chunk: ~260 k indices, small enough to stay in cache
-    for start in range(0, b, step):
-        rows = min(step, b - start)
-        drawn = rng.integers(0, n, size=(rows, n)) + n * np.arange(rows)[:, None]
-        counts[start : start + rows] = np.bincount(drawn.ravel(), minlength=rows * n).reshape(rows, n)
-    return counts
+    numpy's ``multinomial`` walks every category per resample, several times slower at 25,000 items)."""
+    drawn = rng.integers(0, n, size=(b, n)) + n * np.arange(b)[:, None]
+    return np.bincount(drawn.ravel(), minlength=b * n).reshape(b, n).astype(float)
 
 
 def _prompt_weights(frames: list[pl.DataFrame], rng: np.random.Generator, b: int) -> _Weights:
-    """Per prompt, its count in each replicate (replicate 0: the data as observed), drawn per
-    benchmark (a stratum) so that each keeps its size."""
+    """Per benchmark (a stratum, which keeps its size in every replicate), its prompts and the seed of
+    their counts."""
     by_bench: dict[str, set[int]] = {}
     for f in frames:
         for (bench,), part in f.select("benchmark", "prompt_id").unique().group_by(["benchmark"]):
             by_bench.setdefault(str(bench), set()).update(part["prompt_id"].to_list())
-    blocks = []
-    for bench in sorted(by_bench):
-        prompts = np.array(sorted(by_bench[bench]), dtype=np.int64)
-        counts = np.ones((b + 1, len(prompts)))  # filled at once: writing fresh pages chunk by chunk was ~10× slower
-        resample_counts(rng, len(prompts), b, out=counts[1:])
-        blocks.append((prompts, counts))
+    seeds = rng.integers(0, 2**63 - 1, size=len(by_bench))
+    blocks = [
+        (np.array(sorted(by_bench[bench]), dtype=np.int64), int(seed))
+        for bench, seed in zip(sorted(by_bench), seeds, strict=True)
+    ]
     return _Weights(b + 1, blocks)
 
 
@@ -148,7 +164,7 @@ def _checkpoints(cap_pv: pl.DataFrame, rng: np.random.Generator, b: int) -> _Che
     for i, (mit, seed) in enumerate(ck.select("mitigation", "seed").iter_rows()):
         rows.setdefault(str(mit), {}).setdefault(int(seed), []).append(i)
     runs = {m: {s: np.array(r) for s, r in by_seed.items()} for m, by_seed in rows.items()}
-    cap = _resampled_means(cap_pv, ids, _prompt_weights([cap_pv], rng, b))
+    (cap,) = _resampled_means([cap_pv], ids, _prompt_weights([cap_pv], rng, b))
     return _Checkpoints(ids, runs, ck["step"].to_numpy(), cap)
 
 
@@ -218,8 +234,7 @@ def bootstrap(
     }
     weights = _prompt_weights([v.pv for v in views], rng, b)
     matched, runs, diffs = [], [], []
-    for view in views:
-        safe = _resampled_means(view.pv, cks.ids, weights)
+    for view, safe in zip(views, _resampled_means([v.pv for v in views], cks.ids, weights), strict=True):
         key = {"benchmark": view.benchmark, "evaluator": view.evaluator, "metric": view.metric}
         interp_reps: dict[str, np.ndarray] = {}
         for mit, by_seed in cks.runs.items():
