@@ -96,7 +96,7 @@ def prompt_values(
 
 def _one_per_prompt(f: pl.DataFrame) -> bool:
     """Whether no (checkpoint, prompt) has two values (a count of distinct keys: ~7× cheaper than grouping)."""
-    key = pl.col("checkpoint_id") * (int(f["prompt_id"].max()) + 1) + pl.col("prompt_id")
+    key = pl.col("checkpoint_id") * (int(f.select(pl.col("prompt_id").max()).item()) + 1) + pl.col("prompt_id")
     return bool(f.select(key.n_unique()).item() == f.height)
 
 
