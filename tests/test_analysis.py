@@ -243,3 +243,30 @@ def test_pair_stats_equal_sklearn_on_every_item():
             if len(np.unique(np.concatenate([a, b]))) > 1:
                 assert got["kappa"] == cohen_kappa_score(a, b)
             assert got["confusion"] == confusion_matrix(a, b, labels=[0, 1]).tolist()
+
+
+@pytest.mark.parametrize("samples", [1, 3])
+def test_prompt_values_are_means_over_samples(samples):
+    """Per checkpoint and prompt, the mean of its samples' values, with one sample (read through) and
+    with several (grouped); equal to a plain group-by."""
+    from capsafe_core.analysis.rates import prompt_values, value_expr
+
+    rng = np.random.default_rng(samples)
+    labels = ["unsafe", "safe", "unparsed"]
+    cells = [
+        ("m", step, "s", "safety", "harm", "harm", [labels[k] for k in rng.integers(0, 3, 40)], [None] * 40)
+        for step in (0, 10)
+        for _ in range(samples)
+    ]
+    v = verdict_frame(cells)
+    v = v.with_columns(pl.int_range(pl.len()).alias("generation_id"))  # samples of a prompt: distinct generations
+    got = prompt_values(v, evaluator="harm", benchmarks="s", metric="unsafe_rate")
+    want = (
+        v.with_columns(value_expr("unsafe_rate").alias("value"))
+        .filter(pl.col("value").is_not_null())
+        .group_by("checkpoint_id", "prompt_id")
+        .agg(pl.col("value").mean())
+    )
+    key = ["checkpoint_id", "prompt_id"]
+    assert got.height == want.height and (samples == 1 or got.height < v.height * 2 / 3)
+    assert_frame_equal(got.select(*key, "value").sort(key), want.sort(key), check_row_order=True)
