@@ -107,13 +107,20 @@ def generations(path: str, version: str, experiment: str) -> pl.DataFrame:
         return reads.generations(s, int(s.experiment_id(experiment)))
 
 
+@st.cache_resource(show_spinner="Reading prompts…", max_entries=8)
+def held_prompts(path: str, version: str, experiment: str) -> pl.DataFrame:
+    """The experiment's prompts (ids, benchmark, category), read once for all its evaluators' reads."""
+    with _open(path) as s:
+        return reads.prompts(s, int(s.experiment_id(experiment)))
+
+
 @st.cache_resource(show_spinner="Reading verdicts…", max_entries=64)
 def evaluator_verdicts(path: str, version: str, experiment: str, evaluator: str) -> pl.DataFrame:
     """One evaluator's verdicts in the experiment, read once and shared (not copied) between reruns, pages
     and sessions: polars frames are never changed in place."""
-    gens = generations(path, version, experiment)
+    gens, held = generations(path, version, experiment), held_prompts(path, version, experiment)
     with _open(path) as s:
-        return reads.verdicts(s, experiment, evaluators=[evaluator], generations_frame=gens)
+        return reads.verdicts(s, experiment, evaluators=[evaluator], generations_frame=gens, prompts_frame=held)
 
 
 def verdicts(path: str, version: str, experiment: str, evaluators: tuple[str, ...] | None = None) -> pl.DataFrame:

@@ -74,7 +74,7 @@ def _verdicts_by_sql_joins(s: Store, experiment: str) -> pl.DataFrame:
 
 def test_reader_equals_sql_joins(databases):
     """Judgments read from their index and joined to the experiment's generations in polars == the same
-    joins done by SQLite, also with the generations passed in (as the dashboard caches them)."""
+    joins done by SQLite, also with the generations and prompts passed in (as the dashboard caches them)."""
     for db in databases:
         with Store.open(db, read_only=True) as s:
             for exp in s.experiments()["name"].to_list():
@@ -82,7 +82,8 @@ def test_reader_equals_sql_joins(databases):
                 assert want.height > 0 and _same(reads.verdicts(s, exp), want), (db.name, exp)
                 gens = reads.generations(s, int(s.experiment_id(exp)))
                 one = want["evaluator"][0]
-                got = reads.verdicts(s, exp, evaluators=[one], generations_frame=gens)
+                held = reads.prompts(s, int(s.experiment_id(exp)))
+                got = reads.verdicts(s, exp, evaluators=[one], generations_frame=gens, prompts_frame=held)
                 assert _same(got, want.filter(pl.col("evaluator") == one)), (db.name, exp)
 
 

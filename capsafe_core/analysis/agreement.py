@@ -97,11 +97,11 @@ def pair_stats(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> dict[s
             "ac1": None,
             "confusion": [[0, 0], [0, 0]],
         }
-    agree = float((a == b).mean())
-    one_class = len(np.unique(np.concatenate([a, b]))) < 2  # κ is undefined
     # sklearn on the four (a, b) cells weighted by their counts: the same κ and matrix as on every item,
     # without sklearn's per-item label checks (seconds on millions of items)
     cells = np.bincount(2 * a.astype(np.int64) + b.astype(np.int64), minlength=4)
+    agree = float((cells[0] + cells[3]) / n)
+    one_class = cells[1] == cells[2] == 0 and min(cells[0], cells[3]) == 0  # a single label given: κ is undefined
     pa, pb = np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1])
     kappa = float("nan") if one_class else float(cohen_kappa_score(pa, pb, labels=[0, 1], sample_weight=cells))
     lo, hi = _kappa_ci(a, b, rng)
@@ -212,12 +212,13 @@ def disagreements(
 def safe_because_broken(v: pl.DataFrame, *, coherence: str = "coherence", by: tuple[str, ...] = ()) -> pl.DataFrame:
     """Per safety evaluator (and ``by`` columns): of the answers it judged safe on safety prompts, the
     share the coherence evaluator calls incoherent."""
+    lazy = v.lazy()  # only the columns used are read out of a frame of millions of verdicts
     judged = (
-        v.filter((pl.col("bench_kind") == "safety") & pl.col("ev_kind").is_in(["harm", "refusal"]))
+        lazy.filter((pl.col("bench_kind") == "safety") & pl.col("ev_kind").is_in(["harm", "refusal"]))
         .with_columns(value_expr("unsafe_rate").alias("unsafe"))
         .filter(pl.col("unsafe") == 0)
     )
-    coh = v.filter(pl.col("evaluator") == coherence).select(
+    coh = lazy.filter(pl.col("evaluator") == coherence).select(
         "generation_id", (pl.col("label") == "incoherent").alias("incoherent")
     )
     j = judged.join(coh, on="generation_id", how="inner")
@@ -229,6 +230,7 @@ def safe_because_broken(v: pl.DataFrame, *, coherence: str = "coherence", by: tu
             pl.col("incoherent").mean().alias("safe_because_broken"),
         )
         .sort("evaluator", *by)
+        .collect()
     )
 
 

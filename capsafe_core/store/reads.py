@@ -143,6 +143,7 @@ def verdicts(
     evaluators: Sequence[str] | None = None,
     benchmarks: Sequence[str] | None = None,
     generations_frame: pl.DataFrame | None = None,
+    prompts_frame: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """One row per judgment of the experiment: generation_id, checkpoint_id, mitigation, seed, step, prompt_id,
     benchmark, bench_kind, category, evaluator, ev_kind, label, score.
@@ -151,7 +152,8 @@ def verdicts(
     names (evaluator → version, e.g. to compare a changed metric with the version it replaced).
     ``evaluators`` / ``benchmarks`` read only those (a page reads what it shows). The judgments are read
     from their covering index (evaluator, label, score) and joined to the experiment's generations
-    (``generations``, or ``generations_frame`` where the caller has it), in the index's order. The text
+    (``generations``, or ``generations_frame`` where the caller has it, as ``prompts_frame`` for
+    ``prompts``), in the index's order. The text
     columns (``TEXT``) are categorical: 4 bytes a row, compared and grouped as integers.
     """
     exp_id = int(store.experiment_id(experiment))
@@ -160,7 +162,7 @@ def verdicts(
         ev = ev.filter(pl.col("evaluator").is_in(list(evaluators)))
     judged = judgments(store, [int(i) for i in ev["evaluator_id"]])
     gens = generations(store, exp_id) if generations_frame is None else generations_frame
-    held = prompts(store, exp_id)
+    held = prompts(store, exp_id) if prompts_frame is None else prompts_frame
     if benchmarks is not None:
         held = held.filter(pl.col("benchmark").is_in(list(benchmarks)))
     cat = pl.Categorical
