@@ -26,14 +26,15 @@ REASONS = {
 def flagged(v: pl.DataFrame, *, coherence: str = "coherence", unparsed: pl.DataFrame | None = None) -> pl.DataFrame:
     """``generation_id, reasons`` (list) for every flagged generation of the verdict frame; ``unparsed``
     (``generation_id``) gives the unparsed ones where ``v`` holds only some evaluators."""
+    lazy = v.lazy()  # only the columns used are read out of a frame of millions of verdicts
     incoherent = (
-        v.filter((pl.col("evaluator") == coherence) & (pl.col("label") == "incoherent"))
+        lazy.filter((pl.col("evaluator") == coherence) & (pl.col("label") == "incoherent"))
         .select("generation_id")
         .unique()
     )
     safety = (
-        v.filter((pl.col("bench_kind") == "safety") & pl.col("ev_kind").is_in(["harm", "refusal"]))
-        .with_columns(value_expr("unsafe_rate").alias("unsafe"))
+        lazy.filter((pl.col("bench_kind") == "safety") & pl.col("ev_kind").is_in(["harm", "refusal"]))
+        .select("generation_id", value_expr("unsafe_rate").alias("unsafe"))
         .filter(pl.col("unsafe").is_not_null())
     )
     per_gen = safety.group_by("generation_id").agg(
@@ -42,19 +43,26 @@ def flagged(v: pl.DataFrame, *, coherence: str = "coherence", unparsed: pl.DataF
     disagree = per_gen.filter(pl.col("lo") != pl.col("hi")).select("generation_id")
     judged_safe = per_gen.filter(pl.col("lo") == 0).select("generation_id")
     safe_incoherent = judged_safe.join(incoherent, on="generation_id", how="semi")
-    if unparsed is None:
-        unparsed = v.filter(pl.col("label") == "unparsed").select("generation_id").unique()
+    found = (
+        lazy.filter(pl.col("label") == "unparsed").select("generation_id").unique()
+        if unparsed is None
+        else unparsed.lazy().select("generation_id")
+    )
     parts = [
         f.with_columns(pl.lit(r).alias("reason"))
         for r, f in (
             ("incoherent", incoherent),
             ("judges_disagree", disagree),
             ("safe_but_incoherent", safe_incoherent),
-            ("unparsed", unparsed),
+            ("unparsed", found),
         )
     ]
     return (
-        pl.concat(parts).group_by("generation_id").agg(pl.col("reason").sort().alias("reasons")).sort("generation_id")
+        pl.concat(parts)
+        .group_by("generation_id")
+        .agg(pl.col("reason").sort().alias("reasons"))
+        .sort("generation_id")
+        .collect()
     )
 
 

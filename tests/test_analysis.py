@@ -1,5 +1,7 @@
 """Analysis on hand-built experiments whose right answers are known."""
 
+import itertools
+
 import numpy as np
 import polars as pl
 import pytest
@@ -270,3 +272,45 @@ def test_prompt_values_are_means_over_samples(samples):
     key = ["checkpoint_id", "prompt_id"]
     assert got.height == want.height and (samples == 1 or got.height < v.height * 2 / 3)
     assert_frame_equal(got.select(*key, "value").sort(key), want.sort(key), check_row_order=True)
+
+
+def _agreement_by_pivot(v, humans, dimension):
+    """Reference: every rater's items pivoted into one wide frame, a pair's items its rows without nulls."""
+    from capsafe_core.analysis.agreement import coherence_split, pair_stats, rater_values
+
+    rv = rater_values(v, humans, dimension=dimension)
+    wide = rv.group_by("generation_id", "rater").agg(pl.col("value").last())
+    wide = wide.pivot(on="rater", index="generation_id", values="value")
+    split = coherence_split(v, humans)
+    subsets = [("all", wide)] + [
+        (s, wide.join(split.filter(pl.col("subset") == s), on="generation_id", how="semi"))
+        for s in ("coherent", "incoherent", "human_coherent", "human_incoherent")
+    ]
+    raters = sorted((c for c in wide.columns if c != "generation_id"), key=lambda r: (not r.startswith("human:"), r))
+    rng, rows = np.random.default_rng(0), []
+    for a, b in itertools.combinations(raters, 2):
+        for subset, frame in subsets:
+            both = frame.select(a, b).drop_nulls()
+            if both.height:
+                stats = pair_stats(both[a].to_numpy(), both[b].to_numpy(), rng)
+                rows.append({"a": a, "b": b, "subset": subset, "dimension": dimension, **stats})
+    return pl.DataFrame(rows, schema_overrides={"confusion": pl.List(pl.List(pl.Int64))})
+
+
+def test_agreement_equals_the_pivoted_pairs():
+    """Pairs aligned by sorted ids give what one pivoted frame gives, on the demo's human-labelled
+    experiment with an annotator who changed their mind (the last label counts) and coherence flags."""
+    from capsafe_core import bundled
+    from capsafe_core.store import Store, reads
+
+    with Store.open(bundled.demo_db(), read_only=True) as s:
+        v, humans = reads.verdicts(s, "xstest-completions"), reads.human_labels(s, "xstest-completions")
+    again = humans.head(300).with_columns(
+        pl.col("human_label").replace({"refusal": "compliance", "compliance": "refusal"}),
+        pl.when(pl.int_range(pl.len()) % 2 == 0).then(1).otherwise(0).cast(pl.Int64).alias("human_coherent"),
+    )
+    humans = pl.concat([humans, again])  # a second, later label on 300 items
+    for dimension in ("refusal", "unsafe"):
+        got = analysis.agreement(v, humans, dimension=dimension)
+        assert got.height > 0 and {"human_coherent", "human_incoherent"} <= set(got["subset"])
+        assert_frame_equal(got, _agreement_by_pivot(v, humans, dimension))

@@ -28,7 +28,7 @@ from capsafe_core.vocabulary import DIMENSIONS, human_expr
 
 
 def rater_values(v: pl.DataFrame, humans: pl.DataFrame | None, *, dimension: str) -> pl.DataFrame:
-    """Long frame ``generation_id, rater, value (0/1)`` on the dimension's items."""
+    """Long frame ``generation_id, rater, value`` (0/1, Int8) on the dimension's items."""
     if dimension not in DIMENSIONS:
         raise ValueError(f"unknown dimension {dimension!r}; use one of {DIMENSIONS}")
     lazy = v.lazy()  # only the columns used are copied out of a frame of millions of verdicts
@@ -45,7 +45,7 @@ def rater_values(v: pl.DataFrame, humans: pl.DataFrame | None, *, dimension: str
         .select(
             "generation_id",
             pl.col("evaluator").cast(pl.Categorical).alias("rater"),  # 4 bytes a row, people's names too
-            pl.col("value").cast(pl.Int64),
+            pl.col("value").cast(pl.Int8),  # 0/1: a byte a row
         )
         .collect()
     )
@@ -59,7 +59,7 @@ def rater_values(v: pl.DataFrame, humans: pl.DataFrame | None, *, dimension: str
             )
             .filter(pl.col("value").is_not_null())
         )
-        out = pl.concat([out, h.select("generation_id", "rater", "value")])
+        out = pl.concat([out, h.select("generation_id", "rater", pl.col("value").cast(pl.Int8))])
     return out
 
 
@@ -122,11 +122,8 @@ def prevalence_robust(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 def coherence_split(v: pl.DataFrame, humans: pl.DataFrame | None, *, coherence: str = "coherence") -> pl.DataFrame:
     """``generation_id, subset`` for the subsets ``coherent``/``incoherent`` (by the coherence evaluator)
     and ``human_coherent``/``human_incoherent`` (by people's coherence flags, where present)."""
-    parts = [
-        v.filter((pl.col("evaluator") == coherence) & pl.col("label").is_in(["coherent", "incoherent"])).select(
-            "generation_id", pl.col("label").cast(pl.Categorical).alias("subset")
-        )
-    ]
+    flagged = v.lazy().filter((pl.col("evaluator") == coherence) & pl.col("label").is_in(["coherent", "incoherent"]))
+    parts = [flagged.select("generation_id", pl.col("label").cast(pl.Categorical).alias("subset")).collect()]
     if humans is not None and humans.height:
         h = (
             humans.filter(pl.col("human_coherent").is_not_null())
@@ -143,7 +140,34 @@ def coherence_split(v: pl.DataFrame, humans: pl.DataFrame | None, *, coherence: 
                 .alias("subset"),
             )
         )
-    return pl.concat(parts).unique()
+    return pl.concat(parts)  # each part has a generation once (judgments: one per evaluator; people: the last flag)
+
+
+Rated = tuple[np.ndarray, np.ndarray]  # a rater's generation ids (sorted, distinct) and its 0/1 values
+
+
+def _by_rater(rv: pl.DataFrame) -> dict[str, Rated]:
+    """``rater_values`` per rater, as arrays; an item rated twice by one rater keeps its last value."""
+    out = {}
+    for (rater,), part in rv.partition_by("rater", as_dict=True, maintain_order=True).items():
+        last = part.unique("generation_id", keep="last").sort("generation_id")
+        out[str(rater)] = (last["generation_id"].to_numpy(), last["value"].to_numpy())
+    return out
+
+
+def _within(ids: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """Mask of sorted ``ids`` that are in sorted ``members``."""
+    if not len(members):
+        return np.zeros(len(ids), dtype=bool)
+    at = np.searchsorted(members, ids).clip(max=len(members) - 1)
+    return members[at] == ids
+
+
+def _aligned(a: Rated, b: Rated) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The items both rated (sorted ids), with a's and b's values on them."""
+    both = _within(a[0], b[0])
+    ids = a[0][both]
+    return ids, a[1][both], b[1][np.searchsorted(b[0], ids)]
 
 
 def agreement(
@@ -160,26 +184,22 @@ def agreement(
     rv = rater_values(v, humans, dimension=dimension)
     if rv.height == 0:
         return pl.DataFrame()
-    wide = (
-        rv.group_by("generation_id", "rater")
-        .agg(pl.col("value").last())
-        .pivot(on="rater", index="generation_id", values="value")
-    )
+    rated = _by_rater(rv)
     split = coherence_split(v, humans, coherence=coherence)
-    raters = sorted(c for c in wide.columns if c != "generation_id")
-    rng = np.random.default_rng(seed)
-    rows = []
-    subsets = [("all", wide)] + [
-        (s, wide.join(split.filter(pl.col("subset") == s), on="generation_id", how="semi"))
+    subsets = [("all", None)] + [
+        (s, split.filter(pl.col("subset") == s)["generation_id"].unique().sort().to_numpy())
         for s in ("coherent", "incoherent", "human_coherent", "human_incoherent")
     ]
-    humans_first = sorted(raters, key=lambda r: (not r.startswith("human:"), r))
+    rng = np.random.default_rng(seed)
+    rows = []
+    humans_first = sorted(rated, key=lambda r: (not r.startswith("human:"), r))
     for a, b in itertools.combinations(humans_first, 2):
-        for subset, frame in subsets:
-            both = frame.select(a, b).drop_nulls()
-            if both.height == 0:
+        ids, a_values, b_values = _aligned(rated[a], rated[b])
+        for subset, members in subsets:
+            keep = slice(None) if members is None else _within(ids, members)
+            if not len(ids[keep]):
                 continue
-            stats = pair_stats(both[a].to_numpy(), both[b].to_numpy(), rng)
+            stats = pair_stats(a_values[keep], b_values[keep], rng)
             rows.append({"a": a, "b": b, "subset": subset, "dimension": dimension, **stats})
     return pl.DataFrame(rows, schema_overrides={"confusion": pl.List(pl.List(pl.Int64))}) if rows else pl.DataFrame()
 
