@@ -104,25 +104,25 @@ def build(path: Path, n_gen: int, seed: int = 0) -> None:
 
 def read_verdicts(db: Path) -> None:
     """The verdict reader (connectorx into Arrow) against the baseline (sqlite3 rows), same run, same query."""
-    from capsafe_core.store import Store
+    from capsafe_core.store import Store, bulk
     from capsafe_core.store import reads as queries
 
     with Store.open(db, create=False) as store:
         exp = store.experiments()["name"][0]
         t0 = time.perf_counter()
-        fast = queries.verdicts(store, exp)
+        arrow = queries.verdicts(store, exp)
         t_fast = time.perf_counter() - t0
-        bulk = queries._bulk_frame
-        queries._bulk_frame = lambda st, sql, schema: queries._frame(st, sql, [], schema)  # type: ignore[assignment]
+        fast = bulk.arrow_frame
+        bulk.arrow_frame = lambda st, sql, schema: bulk.frame(st, sql, [], schema)  # type: ignore[assignment]
         try:
             t0 = time.perf_counter()
             slow = queries.verdicts(store, exp)
             t_slow = time.perf_counter() - t0
         finally:
-            queries._bulk_frame = bulk  # type: ignore[assignment]
-    assert fast.height == slow.height
+            bulk.arrow_frame = fast  # type: ignore[assignment]
+    assert arrow.height == slow.height
     print(
-        f"read {fast.height:,} verdicts: connectorx {t_fast:.2f} s, sqlite3 rows (baseline) {t_slow:.2f} s "
+        f"read {arrow.height:,} verdicts: connectorx {t_fast:.2f} s, sqlite3 rows (baseline) {t_slow:.2f} s "
         f"-> {t_slow / t_fast:.1f}x faster"
     )
 

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from capsafe_core import bundled, reports
-from capsafe_core.store import Store, reads, summary
+from capsafe_core.store import Store, bulk, reads, summary
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,7 +90,7 @@ def test_reader_equals_sql_joins(databases):
 HOSTILE = ["", "safe", "it's", "x' OR 1=1 --", "é\u202eunsafe", "a\x00b", "unsafe "]
 
 
-@pytest.mark.parametrize("n_labels", [len(HOSTILE), reads.MANY_LABELS + 5])
+@pytest.mark.parametrize("n_labels", [len(HOSTILE), bulk.MANY_LABELS + 5])
 def test_judgments_read_by_label_equal_a_plain_read(tmp_path, n_labels):
     """Judgments read one (evaluator, label) at a time, the label attached afterwards, equal a plain read
     in the index's order: labels with quotes, SQL, control characters, an empty one, trailing spaces; and
@@ -116,12 +116,12 @@ def test_judgments_read_by_label_equal_a_plain_read(tmp_path, n_labels):
                 for i, g in enumerate(sorted(gids.values()))
             ]
             s.conn.executemany("INSERT INTO judgments VALUES (?, ?, ?, ?, ?, ?)", rows)
-        got = reads.judgments(s, evs)
+        got = bulk.judgments(s, evs)
         plain = s.conn.execute(
             "SELECT generation_id, evaluator_id, label, score FROM judgments "
             "INDEXED BY idx_judgments_evaluator_label_score WHERE evaluator_id IN (?, ?)",
             evs,
         ).fetchall()
-    want = pl.DataFrame(plain, schema=reads._JUDGED, orient="row")
+    want = pl.DataFrame(plain, schema=bulk.JUDGED, orient="row")
     assert got.height == len(rows) and got["label"].dtype == pl.Categorical
     assert got.with_columns(pl.col("label").cast(pl.Utf8)).equals(want)

@@ -9,83 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import polars as pl
 
+from capsafe_core.store import bulk
+from capsafe_core.store.bulk import frame as _frame
 from capsafe_core.store.db import Store
-
-
-def _frame(store: Store, sql: str, params: Sequence[object], schema: Mapping[str, Any]) -> pl.DataFrame:
-    rows = store.conn.execute(sql, params).fetchall()
-    return pl.DataFrame(rows, schema=schema, orient="row")
-
-
-def _bulk_frame(store: Store, sql: str, schema: Mapping[str, Any]) -> pl.DataFrame:
-    """A large read (no parameters): straight into Arrow with connectorx (a dependency; about 4× faster
-    than Python rows on millions of judgments, see ``bench/dashboard.py``), else through sqlite3."""
-    try:
-        import connectorx  # noqa: F401
-    except ImportError:
-        return _frame(store, sql, [], schema)
-    from urllib.parse import quote
-
-    uri = "sqlite://" + quote(str(store.path.resolve()))
-    try:
-        frame = pl.read_database_uri(sql, uri, engine="connectorx")
-    except Exception:  # e.g. a WAL database in a read-only folder, which only sqlite3's immutable open reads
-        return _frame(store, sql, [], schema)
-    frame.columns = list(schema)
-    return frame.select(pl.col(c).cast(t) for c, t in schema.items()) if frame.height else pl.DataFrame(schema=schema)
-
-
-MANY_LABELS = 64  # an evaluator with more distinct labels is read in one query, labels included
-_JUDGED = {"generation_id": pl.Int64, "evaluator_id": pl.Int64, "label": pl.Utf8, "score": pl.Float64}
-
-
-def _labels(store: Store, evaluator_id: int) -> list[str] | None:
-    """The evaluator's distinct labels in the covering index's order, one index seek each; None where
-    there are more than ``MANY_LABELS``."""
-    found: list[str] = []
-    sql = "SELECT min(label) FROM judgments WHERE evaluator_id = ?"
-    label = store.conn.execute(sql, [evaluator_id]).fetchone()[0]
-    while label is not None and len(found) <= MANY_LABELS:
-        found.append(label)
-        label = store.conn.execute(sql + " AND label > ?", [evaluator_id, label]).fetchone()[0]
-    return found if label is None else None
-
-
-def _text(value: str) -> str:
-    """``value`` as an SQL literal of its exact UTF-8 bytes (labels are data: never spliced as text)."""
-    return f"CAST(X'{value.encode().hex()}' AS TEXT)"
-
-
-def judgments(store: Store, evaluator_ids: Sequence[int]) -> pl.DataFrame:
-    """generation_id, evaluator_id, label (categorical), score of these evaluators' judgments, in the
-    covering index's order (evaluator, label, score). Read one (evaluator, label) at a time without the
-    label's text, which is attached as a constant: converting millions of label strings was ~60% of
-    the read."""
-    parts = []
-    for ev in sorted({int(i) for i in evaluator_ids}):
-        labels = _labels(store, ev)
-        if labels is None:
-            sql = f"SELECT generation_id, evaluator_id, label, score FROM judgments WHERE evaluator_id = {ev}"
-            parts.append(_bulk_frame(store, sql, _JUDGED).with_columns(pl.col("label").cast(pl.Categorical)))
-            continue
-        for label in labels:
-            sql = f"SELECT generation_id, score FROM judgments WHERE evaluator_id = {ev} AND label = {_text(label)}"
-            one = _bulk_frame(store, sql, {"generation_id": pl.Int64, "score": pl.Float64})
-            parts.append(
-                one.select(
-                    "generation_id",
-                    pl.lit(ev, pl.Int64).alias("evaluator_id"),
-                    pl.lit(label, pl.Utf8).cast(pl.Categorical).alias("label"),
-                    "score",
-                )
-            )
-    if not parts:
-        return pl.DataFrame(schema=_JUDGED).with_columns(pl.col("label").cast(pl.Categorical))
-    return pl.concat(parts)
 
 
 def checkpoints(store: Store, experiment_id: int) -> pl.DataFrame:
@@ -127,7 +56,7 @@ def evaluators(store: Store) -> pl.DataFrame:
 def generations(store: Store, experiment_id: int) -> pl.DataFrame:
     """``generation_id, checkpoint_id, prompt_id`` of every generation in the experiment (read once per
     experiment by the dashboard and shared by its per-evaluator reads)."""
-    return _bulk_frame(
+    return bulk.arrow_frame(
         store,
         f"""SELECT g.id, g.checkpoint_id, g.prompt_id FROM generations g
             WHERE g.checkpoint_id IN (SELECT id FROM checkpoints WHERE experiment_id = {int(experiment_id)})""",
@@ -160,7 +89,7 @@ def verdicts(
     ev = evaluators_in_use(store, pinned)
     if evaluators is not None:
         ev = ev.filter(pl.col("evaluator").is_in(list(evaluators)))
-    judged = judgments(store, [int(i) for i in ev["evaluator_id"]])
+    judged = bulk.judgments(store, [int(i) for i in ev["evaluator_id"]])
     gens = generations(store, exp_id) if generations_frame is None else generations_frame
     held = prompts(store, exp_id) if prompts_frame is None else prompts_frame
     if benchmarks is not None:
