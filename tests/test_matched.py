@@ -142,3 +142,31 @@ def test_weighted_sums_equal_the_product_with_every_count():
         np.testing.assert_allclose(got, want, rtol=1e-12)
     with pytest.raises(ValueError, match="without bootstrap weights"):
         weights.weighted_sums([(np.ones((1, 1)), np.array([5_000]))])
+
+
+@pytest.mark.parametrize("complete", [True, False])
+def test_resampled_means_equal_weighted_means(complete):
+    """Each checkpoint's mean under a replicate's counts == Σ value·count / Σ count over the prompts it has,
+    where every checkpoint has every prompt (one row of ones stands for all) and where one lacks some."""
+    from capsafe_core.analysis.matched import _count_chunks, _resampled_means, _Weights
+
+    rng, b = np.random.default_rng(8), 300
+    prompts, cks = np.arange(10, 410), np.array([3, 5, 9])
+    pv = pl.DataFrame(
+        {
+            "checkpoint_id": np.repeat(cks, len(prompts)),
+            "prompt_id": np.tile(prompts, len(cks)),
+            "value": rng.random(len(cks) * len(prompts)),
+        }
+    )
+    if not complete:
+        pv = pv.filter(~((pl.col("checkpoint_id") == 5) & (pl.col("prompt_id") % 3 == 0)))
+    weights = _Weights(b + 1, [(prompts, 21)])
+    (got,) = _resampled_means([pv], cks, weights)
+    counts = np.vstack(
+        [np.ones(len(prompts)), *[c for _, c in _count_chunks(np.random.default_rng(21), len(prompts), b)]]
+    )
+    for i, ck in enumerate(cks):
+        mine = pv.filter(pl.col("checkpoint_id") == ck)
+        c = counts[:, np.searchsorted(prompts, mine["prompt_id"].to_numpy())]
+        np.testing.assert_allclose(got[i], c @ mine["value"].to_numpy() / c.sum(axis=1), rtol=1e-12)

@@ -116,9 +116,15 @@ def _resampled_means(pvs: list[pl.DataFrame], ck_ids: np.ndarray, weights: _Weig
         prompts = f["prompt_id"].unique().sort().to_numpy()  # polars: several times numpy's hashed unique
         rows = _index(ck_ids, f["checkpoint_id"].to_numpy())
         cols = _index(prompts, prompt_col)
-        both = np.full((2 * len(ck_ids), len(prompts)), 0.0)  # values, then 1 where a checkpoint has the prompt
+        # values, then 1 where a checkpoint has the prompt; where every checkpoint has every prompt, one
+        # row of ones stands for all of them (half the product)
+        complete = f.height == len(ck_ids) * len(prompts)
+        both = np.full((len(ck_ids) + (1 if complete else len(ck_ids)), len(prompts)), 0.0)
         both[rows, cols] = f["value"].to_numpy()
-        both[len(ck_ids) + rows, cols] = 1.0
+        if complete:
+            both[len(ck_ids)] = 1.0
+        else:
+            both[len(ck_ids) + rows, cols] = 1.0
         parts.append((both, prompts))
     with np.errstate(invalid="ignore", divide="ignore"):
         return [sums[: len(ck_ids)] / sums[len(ck_ids) :] for sums in weights.weighted_sums(parts)]
