@@ -20,8 +20,6 @@ import itertools
 
 import numpy as np
 import polars as pl
-from scipy.stats import kendalltau
-from sklearn.metrics import cohen_kappa_score, confusion_matrix
 
 from capsafe_core.analysis.rates import ALPHA, HIGHER_IS_WORSE, B, value_expr
 from capsafe_core.vocabulary import DIMENSIONS, human_expr
@@ -84,6 +82,8 @@ def _kappa_ci(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> tuple[f
 
 def pair_stats(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> dict[str, object]:
     """n, raw agreement, Cohen's κ (sklearn) with a bootstrap CI, and the 2×2 confusion matrix."""
+    from sklearn.metrics import cohen_kappa_score, confusion_matrix  # here: a quarter second off the first page
+
     n = len(a)
     if n == 0:
         return {
@@ -261,6 +261,8 @@ def sensitivity(compare_long: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]
     first, and the winner. ``tau``: Kendall's τ between the rankings of every two views, over the
     mitigations both rank.
     """
+    from scipy.stats import kendalltau
+
     ranked = []
     for key, part in compare_long.filter(pl.col("value").is_not_null()).group_by(
         ["benchmark", "evaluator", "metric"], maintain_order=True

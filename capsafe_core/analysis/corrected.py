@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from scipy import stats
+from scipy.special import ndtri
 
 WHAT_THE_CI_INCLUDES = (
     "95% CI over the labelled sample and the judged responses (PPI++, per coherence stratum); it takes the "
@@ -64,12 +64,14 @@ def ppi_mean(
         lam = float(np.clip(cov / (2 * (1 + n / big_n) * var), 0, 1)) if var > 0 else 0.0
     value = (lam * hu).mean() + (w * (y_ - lam * h)).mean()
     se = float(np.sqrt(np.std(lam * hu) ** 2 / big_n + np.std(w * (y_ - lam * h)) ** 2 / n))
-    z = stats.norm.ppf(1 - alpha / 2)
+    z = ndtri(1 - alpha / 2)
     return Estimate(float(value), float(value - z * se), float(value + z * se), se, n, lam)
 
 
 def human_only(y: Sequence[float] | np.ndarray, *, alpha: float = 0.05) -> Estimate:
     """The rate from the human labels alone: Wilson score interval (scipy's ``binomtest``)."""
+    from scipy import stats  # here, not on every page load: scipy.stats takes a third of a second to import
+
     y_ = np.asarray(y, dtype=int)
     n, k = len(y_), int(y_.sum())
     ci = stats.binomtest(k, n).proportion_ci(confidence_level=1 - alpha, method="wilson")
@@ -110,7 +112,7 @@ def stratified(strata: Mapping[str, Stratum], *, alpha: float = 0.05) -> Estimat
     ]
     value = sum(share * e.value for share, e in parts)
     se = float(np.sqrt(sum((share * e.se) ** 2 for share, e in parts)))
-    z = stats.norm.ppf(1 - alpha / 2)
+    z = ndtri(1 - alpha / 2)
     return Estimate(float(value), float(value - z * se), float(value + z * se), se, sum(e.n_labelled for _, e in parts))
 
 
@@ -152,7 +154,7 @@ def weighted_human_only(y: np.ndarray, w: np.ndarray, *, alpha: float = 0.05) ->
     """The rate from design-weighted labels alone: the Hájek mean with its linearised normal CI."""
     mean = float(np.sum(w * y) / np.sum(w))
     se = float(np.sqrt(np.sum((w * (y - mean)) ** 2)) / np.sum(w))
-    z = stats.norm.ppf(1 - alpha / 2)
+    z = ndtri(1 - alpha / 2)
     return Estimate(mean, max(0.0, mean - z * se), min(1.0, mean + z * se), se, len(y))
 
 
@@ -240,7 +242,7 @@ def corrected_rates(
 def _checkpoint(part: pl.DataFrame, design: Design | None, alpha: float) -> dict[str, float | int]:
     """One checkpoint's judge rate (normal CI) and, with at least ``MIN_LABELS`` labels, the corrected
     rate and the labels' own rate, each with its CI."""
-    z = stats.norm.ppf(1 - alpha / 2)
+    z = ndtri(1 - alpha / 2)
     yhat = part["yhat"].to_numpy().astype(float)
     p = float(yhat.mean())
     se = float(np.sqrt(p * (1 - p) / len(yhat)))
