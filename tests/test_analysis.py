@@ -314,3 +314,17 @@ def test_agreement_equals_the_pivoted_pairs():
         got = analysis.agreement(v, humans, dimension=dimension)
         assert got.height > 0 and {"human_coherent", "human_incoherent"} <= set(got["subset"])
         assert_frame_equal(got, _agreement_by_pivot(v, humans, dimension))
+
+
+def test_prompt_values_with_ids_too_large_to_pack():
+    """Ids whose packed key would overflow are grouped, not read through: two samples still average."""
+    from capsafe_core.analysis.rates import prompt_values
+
+    cells = [("m", 0, "s", "safety", "harm", "harm", ["unsafe", "safe"], [None, None])] * 2
+    v = verdict_frame(cells).with_columns(
+        pl.int_range(pl.len()).alias("generation_id"),
+        pl.lit(2**40, pl.Int64).alias("checkpoint_id"),
+        (pl.int_range(pl.len()) % 2 + 2**31).cast(pl.Int64).alias("prompt_id"),
+    )
+    got = prompt_values(v, evaluator="harm", benchmarks="s", metric="unsafe_rate").sort("prompt_id")
+    assert got["value"].to_list() == [1.0, 0.0]

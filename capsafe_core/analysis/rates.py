@@ -95,8 +95,16 @@ def prompt_values(
 
 
 def _one_per_prompt(f: pl.DataFrame) -> bool:
-    """Whether no (checkpoint, prompt) has two values (a count of distinct keys: ~7× cheaper than grouping)."""
-    key = pl.col("checkpoint_id") * (int(f.select(pl.col("prompt_id").max()).item()) + 1) + pl.col("prompt_id")
+    """Whether no (checkpoint, prompt) has two values (a count of distinct keys: ~7× cheaper than grouping).
+    The two ids are packed into one integer; ids too large (or negative) to pack say no."""
+    low, ck_max, p_max = f.select(
+        pl.min_horizontal(pl.col("checkpoint_id").min(), pl.col("prompt_id").min()).alias("low"),
+        pl.col("checkpoint_id").max().alias("ck_max"),
+        pl.col("prompt_id").max().alias("p_max"),
+    ).row(0)
+    if low < 0 or (ck_max + 1) * (p_max + 1) >= 2**62:
+        return False
+    key = pl.col("checkpoint_id") * (p_max + 1) + pl.col("prompt_id")
     return bool(f.select(key.n_unique()).item() == f.height)
 
 
