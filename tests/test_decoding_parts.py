@@ -97,6 +97,38 @@ def test_decoding_attention_equals_sdpa():
     assert torch.allclose(got, want, atol=1e-5)
 
 
+@pytest.mark.parametrize("queries", [2, 7, 32, 75])
+def test_prompt_attention_equals_sdpa(queries):
+    """Several queries per row (prompts, in blocks of ``QUERY_BLOCK``), grouped query heads, the queries the
+    last positions: the same output as SDPA (fp32) with a causal bool mask with left padding, with the same
+    mask additive, and with no mask (causal)."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from capsafe_core.backends import attention
+
+    class Module:  # what SDPA reads from the attention module
+        num_key_value_groups = 3
+        is_causal = True
+        training = False
+
+    torch.manual_seed(queries)
+    rows, positions = 4, queries + 9  # 9 positions before the queries (a prefix already cached)
+    q = torch.randn(rows, 6, queries, 8)
+    k, v = torch.randn(rows, 2, positions, 8), torch.randn(rows, 2, positions, 8)
+    causal = torch.ones(queries, positions, dtype=torch.bool).tril(positions - queries)
+    mask = causal[None, None].repeat(rows, 1, 1, 1)
+    mask[1, ..., 9:12] = False  # left padding of a shorter prompt (its padded queries see nothing of it)
+    mask[1, 0, :3, 9:12] = causal[:3, 9:12]
+    additive = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
+    cases = [(mask, k, v), (additive, k, v), (None, k[:, :, 9:], v[:, :, 9:])]  # no mask: transformers' no-past case
+    for given, keys, values in cases:
+        want, _ = sdpa_attention_forward(Module(), q, keys, values, given, scaling=0.3)
+        got, _ = attention.attention(Module(), q, keys, values, given, scaling=0.3)
+        assert got.shape == want.shape == (rows, queries, 6, 8)
+        assert torch.allclose(got, want, atol=1e-5)
+
+
 def test_shared_prefix_and_groups_equal_plain_batches(loaded):
     """Greedy tokens with the prompts' shared prefix run once and grouped prefill == one prompt at a time
     with transformers' own cache and attention (fp32)."""

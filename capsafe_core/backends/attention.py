@@ -1,10 +1,12 @@
-"""Attention for one new token per row on a CPU, as two small matrix products per key-value head.
+"""Attention on a CPU as two small matrix products per key-value head, for decoding and for prompts.
 
-PyTorch's SDPA kernel for CPUs is built for long queries: for a decoding step (one query per row) it
-takes milliseconds per layer in bfloat16 (about 15× the two products here, ``bench/generation.py``),
-and ``transformers``' eager attention first copies every key and value head to each query head it
-serves. Here the query heads sharing a key-value head are stacked instead, so a step reads the cache
-once. Prompts (several queries per row) and other devices go to ``transformers``' SDPA attention.
+PyTorch's SDPA kernel for CPUs is slow at these sizes: for a decoding step (one query per row) it takes
+milliseconds per layer in bfloat16 (about 15× the two products here, ``bench/generation.py``), and for
+prompts it was 1.5–2.6× slower than the products up to 300 positions and 1.6× at 600. ``transformers``'
+eager attention first copies every key and value head to each query head it serves. Here the query
+heads sharing a key-value head are stacked instead, so the cache is read once; a prompt's queries go a
+block at a time, each block reading only the positions it may attend to. Other devices (and dropout,
+soft-capping, sinks) go to ``transformers``' SDPA attention.
 
 ``using(model)`` switches a model to this attention for the duration of a ``with`` block, when its
 architecture takes attention functions from ``transformers``' ``AttentionInterface``.
@@ -36,11 +38,14 @@ def attention(
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     special = dropout or kwargs.get("softcap") or kwargs.get("s_aux") is not None
-    if query.shape[2] != 1 or query.device.type != "cpu" or special:
+    if query.device.type != "cpu" or special:
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+    if query.shape[2] > 1:
+        causal = getattr(module, "is_causal", True) and kwargs.get("is_causal") is not False
+        return _prompts(query, key, value, attention_mask, scale, causal=causal), None
     layer = _buckets.current if _buckets is not None else None
     if layer is None:
         mask = None if attention_mask is None else attention_mask[:, :, -1:, : key.shape[-2]]
@@ -66,6 +71,39 @@ def _one_query(query: Any, key: Any, value: Any, mask: Any, scale: float) -> Any
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
     out = torch.matmul(probs, value)  # (rows, kv heads, heads per kv head, dim)
     return out.reshape(rows, 1, heads, value.shape[-1])
+
+
+QUERY_BLOCK = 32  # a prompt's queries per pair of products: their scores stay in cache
+
+
+def _prompts(query: Any, key: Any, value: Any, mask: Any, scale: float, *, causal: bool) -> Any:
+    """Attention of several queries per row (prompts), a block of queries at a time, the query heads
+    sharing a key-value head stacked; each block reads only the positions it may attend to when causal.
+    ``mask`` (rows, 1, queries, positions) bool or additive, or None. Returns (rows, queries, heads, dim).
+    Measured on a CPU in bfloat16: 1.5–2.6× PyTorch's SDPA kernel up to 300 positions, 1.6× at 600."""
+    import torch
+
+    rows, heads, n, dim = query.shape
+    kv_heads, positions = key.shape[1], key.shape[-2]
+    group, offset = heads // kv_heads, positions - n  # query i is position offset + i
+    q = query.view(rows, kv_heads, group, n, dim)
+    out = query.new_empty((rows, n, kv_heads, group, value.shape[-1]))
+    for start in range(0, n, QUERY_BLOCK):
+        end = min(n, start + QUERY_BLOCK)
+        seen = offset + end if causal else positions  # later positions are masked for every query here
+        block = q[:, :, :, start:end].reshape(rows, kv_heads, group * (end - start), dim)
+        scores = torch.matmul(block, key[:, :, :seen].transpose(-1, -2)) * scale
+        scores = scores.view(rows, kv_heads, group, end - start, seen)
+        if mask is not None:
+            m = mask[:, :, None, start:end, :seen]
+            scores = scores.masked_fill(~m, torch.finfo(scores.dtype).min) if m.dtype == torch.bool else scores + m
+        elif causal:
+            allowed = torch.ones(end - start, seen, dtype=torch.bool, device=query.device).tril(offset + start)
+            scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
+        part = torch.matmul(probs.view(rows, kv_heads, group * (end - start), seen), value[:, :, :seen])
+        out[:, start:end] = part.view(rows, kv_heads, group, end - start, -1).permute(0, 3, 1, 2, 4)
+    return out.view(rows, n, heads, value.shape[-1])
 
 
 _buckets: Any = None  # the kvcache.Buckets a decoding step reads, inside ``bucketed``
