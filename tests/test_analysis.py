@@ -328,3 +328,26 @@ def test_prompt_values_with_ids_too_large_to_pack():
     )
     got = prompt_values(v, evaluator="harm", benchmarks="s", metric="unsafe_rate").sort("prompt_id")
     assert got["value"].to_list() == [1.0, 0.0]
+
+
+def test_disagreements_are_the_confusion_cells():
+    """The generations behind each confusion-matrix cell (and the disagreements) count what ``agreement``
+    counts, with an annotator's later labels replacing earlier ones."""
+    from capsafe_core import bundled
+    from capsafe_core.store import Store, reads
+
+    with Store.open(bundled.demo_db(), read_only=True) as s:
+        v, humans = reads.verdicts(s, "xstest-completions"), reads.human_labels(s, "xstest-completions")
+    again = humans.head(300).with_columns(
+        pl.col("human_label").replace({"refusal": "compliance", "compliance": "refusal"})
+    )
+    humans = pl.concat([humans, again])
+    pairs = analysis.agreement(v, humans, dimension="refusal").filter(pl.col("subset") == "all")
+    for a, b, confusion in pairs.select("a", "b", "confusion").head(6).iter_rows():
+        for va in (0, 1):
+            for vb in (0, 1):
+                ids = analysis.disagreements(v, humans, a, b, dimension="refusal", a_value=va, b_value=vb)
+                assert ids.height == confusion[va][vb] and ids["generation_id"].is_unique().all()
+        differ = analysis.disagreements(v, humans, a, b, dimension="refusal")
+        assert differ.height == confusion[0][1] + confusion[1][0]
+    assert analysis.disagreements(v, humans, "nobody", "human:final").height == 0

@@ -214,19 +214,17 @@ def disagreements(
     a_value: int | None = None,
     b_value: int | None = None,
 ) -> pl.DataFrame:
-    """Generations where raters ``a`` and ``b`` disagree (or, with values, one cell of the confusion matrix)."""
-    rv = rater_values(v, humans, dimension=dimension).filter(pl.col("rater").is_in([a, b]))
-    wide = (
-        rv.group_by("generation_id", "rater")
-        .agg(pl.col("value").last())
-        .pivot(on="rater", index="generation_id", values="value")
-    )
-    if a not in wide.columns or b not in wide.columns:
+    """Generations where raters ``a`` and ``b`` disagree (or, with values, one cell of the confusion matrix),
+    by id; the items are ``agreement``'s (the last rating of each rater)."""
+    rated = _by_rater(rater_values(v, humans, dimension=dimension).filter(pl.col("rater").is_in([a, b])))
+    if a not in rated or b not in rated:
         return pl.DataFrame(schema={"generation_id": pl.Int64})
-    wide = wide.drop_nulls([a, b])
+    ids, a_values, b_values = _aligned(rated[a], rated[b])
     if a_value is None or b_value is None:
-        return wide.filter(pl.col(a) != pl.col(b)).select("generation_id")
-    return wide.filter((pl.col(a) == a_value) & (pl.col(b) == b_value)).select("generation_id")
+        picked = a_values != b_values
+    else:
+        picked = (a_values == a_value) & (b_values == b_value)
+    return pl.DataFrame({"generation_id": ids[picked]}, schema={"generation_id": pl.Int64})
 
 
 def safe_because_broken(v: pl.DataFrame, *, coherence: str = "coherence", by: tuple[str, ...] = ()) -> pl.DataFrame:

@@ -12,6 +12,7 @@ from capsafe_core.store.db import Store
 
 
 def frame(store: Store, sql: str, params: Sequence[object], schema: Mapping[str, Any]) -> pl.DataFrame:
+    """Rows of ``sql`` through sqlite3, as a frame of ``schema``."""
     rows = store.conn.execute(sql, params).fetchall()
     return pl.DataFrame(rows, schema=schema, orient="row")
 

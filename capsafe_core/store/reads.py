@@ -80,10 +80,9 @@ def verdicts(
     Where an evaluator has several versions, the newest (highest id) is used, or the one ``pinned``
     names (evaluator → version, e.g. to compare a changed metric with the version it replaced).
     ``evaluators`` / ``benchmarks`` read only those (a page reads what it shows). The judgments are read
-    from their covering index (evaluator, label, score) and joined to the experiment's generations
-    (``generations``, or ``generations_frame`` where the caller has it, as ``prompts_frame`` for
-    ``prompts``), in the index's order. The text
-    columns (``TEXT``) are categorical: 4 bytes a row, compared and grouped as integers.
+    from their covering index (``bulk.judgments``) and joined, in the index's order, to the experiment's
+    generations and prompts (``generations_frame`` / ``prompts_frame`` where the caller already holds
+    them). The text columns (``TEXT``) are categorical: 4 bytes a row, compared and grouped as integers.
     """
     exp_id = int(store.experiment_id(experiment))
     ev = evaluators_in_use(store, pinned)
