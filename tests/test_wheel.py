@@ -67,6 +67,14 @@ def test_installed_wheel_is_self_contained(installed, tmp_path):
     ).stdout.strip()
     assert out.startswith(str(installed)) and out.endswith("_bundle")
     assert (Path(out) / "app.py").is_file() and (Path(out) / "pages" / "overview.py").is_file()
+    source = subprocess.run(  # the CPU attention kernel is built from the installed source
+        [str(installed / "bin" / "python"), "-c", "import capsafe_core.backends.native as n; print(n.SOURCE)"],
+        capture_output=True,
+        text=True,
+        cwd=str(tmp_path),
+        check=True,
+    ).stdout.strip()
+    assert source.startswith(str(installed)) and Path(source).is_file()
 
 
 def test_ls_benchmarks_and_compare_on_the_demo(installed, tmp_path):

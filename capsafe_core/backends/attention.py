@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from capsafe_core.backends import native
+
 NAME = "capsafe_decode"
 _registered = False
 
@@ -58,10 +60,18 @@ def attention(
 
 
 def _one_query(query: Any, key: Any, value: Any, mask: Any, scale: float) -> Any:
-    """Attention of one query per row; ``mask`` (rows, 1, 1, positions): bool (True attends) or additive."""
+    """Attention of one query per row; ``mask`` (rows, 1, 1, positions): bool (True attends) or additive.
+    capsafe's compiled kernel (``native``) where it is built and takes these tensors, else two products."""
     import torch
 
     rows, heads, _, dim = query.shape
+    compiled = native.kernel() if _compiled_takes(query, key, value, mask) else None
+    if compiled is not None:
+        valid = (
+            torch.ones(rows, key.shape[-2], dtype=torch.bool) if mask is None else mask.reshape(rows, -1).contiguous()
+        )
+        out = compiled.decode_attention(query.reshape(rows, heads, dim), key, value, valid, scale, False)
+        return out.view(rows, 1, heads, dim)
     kv_heads = key.shape[1]
     q = query.reshape(rows, kv_heads, heads // kv_heads, dim)
     scores = torch.matmul(q, key.transpose(-1, -2)) * scale
@@ -71,6 +81,26 @@ def _one_query(query: Any, key: Any, value: Any, mask: Any, scale: float) -> Any
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
     out = torch.matmul(probs, value)  # (rows, kv heads, heads per kv head, dim)
     return out.reshape(rows, 1, heads, value.shape[-1])
+
+
+def _compiled_takes(query: Any, key: Any, value: Any, mask: Any) -> bool:
+    """Can the compiled kernel take these (float32 or bfloat16 alike, keys' and values' last dimension
+    contiguous and equal to the queries', grouped heads, a bool mask or none)?"""
+    import torch
+
+    return (
+        query.dtype in (torch.float32, torch.bfloat16)
+        and query.dtype == key.dtype == value.dtype
+        and key.shape == value.shape
+        and key.shape[-1] == query.shape[-1]
+        and query.shape[1] % key.shape[1] == 0
+        and key.stride(-1) == 1
+        and value.stride(-1) == 1
+        and (
+            mask is None
+            or (mask.dtype == torch.bool and mask.shape[0] == query.shape[0] and mask.shape[-1] == key.shape[-2])
+        )
+    )
 
 
 QUERY_BLOCK = 32  # a prompt's queries per pair of products: their scores stay in cache

@@ -3,7 +3,7 @@
 Sequences are sorted by length and run in groups of like lengths (``kvcache.prefill_groups``), left
 padded with the positions an unpadded run has; the prompts' shared first tokens (a chat template's
 system prompt) are run once and copied into every row's cache; the vocabulary is projected at the
-answer's positions only.
+answer's positions only; on a CPU the linear weights are packed once per call (``packing``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from capsafe_core.backends import attention, kvcache
+from capsafe_core.backends import attention, kvcache, packing
 
 
 def answer_logprobs(
@@ -24,6 +24,8 @@ def answer_logprobs(
 ) -> list[Any]:
     """Per (prompt ids, answer ids) row: a float32 tensor of each answer token's log-probability.
     A group holds at most ``tokens`` padded tokens and ``batch_size`` rows; every answer is non-empty."""
+    import torch
+
     if any(not answer for _, answer in rows):
         raise ValueError("every answer needs at least one token")
     prefix = kvcache.shared_prefix(model, [p for p, _ in rows]) if len(rows) > 1 else None
@@ -31,7 +33,8 @@ def answer_logprobs(
     seqs = [p[shared:] + a for p, a in rows]
     order = sorted(range(len(rows)), key=lambda i: -len(seqs[i]))
     out: list[Any] = [None] * len(rows)
-    with attention.using(model):  # on a CPU, capsafe's attention for the sequences (``attention._prompts``)
+    # on a CPU: capsafe's attention for the sequences (``attention._prompts``), linear weights packed once
+    with torch.inference_mode(), attention.using(model), packing.packed(model, tokens):
         for a, b in kvcache.prefill_groups([len(seqs[i]) for i in order], tokens=tokens, rows=batch_size):
             idx = order[a:b]
             scored = _group(model, [seqs[i] for i in idx], [len(rows[i][1]) for i in idx], prefix, pad_id)

@@ -1,0 +1,183 @@
+"""capsafe's CPU speed-ups for decoding, each against what it replaces: the compiled decoding attention
+(``backends/native.py``) against softmax attention in float64, in its vector and portable code and in
+a build without AVX-512; a machine that cannot build it decodes without it; the packed linear
+weights (``backends/packing.py``) give the same outputs bit for bit, and leave the model as it was."""
+
+import logging
+import os
+
+import pytest
+
+from capsafe_core.backends import Decoding, chat
+
+pytestmark = pytest.mark.skipif(os.environ.get("CAPSAFE_NATIVE") == "0", reason="CAPSAFE_NATIVE=0")
+
+
+def reference(q, k, v, valid, scale):
+    """Softmax attention in float64: q (rows, heads, dim), k/v (rows, kv heads, positions, dim)."""
+    import torch
+
+    group = q.shape[1] // k.shape[1]
+    k = k.double().repeat_interleave(group, dim=1)
+    v = v.double().repeat_interleave(group, dim=1)
+    scores = torch.einsum("rhd,rhld->rhl", q.double(), k) * scale
+    scores = scores.masked_fill(~valid[:, None, :], float("-inf"))
+    return torch.einsum("rhl,rhld->rhd", torch.softmax(scores, -1), v)
+
+
+def inputs(dtype, dim, group, *, rows=6, kv=2, positions=41, seed=0):
+    """Keys and values in a buffer with room to spare (rows not contiguous), a mask with left padding,
+    unwritten positions and a row attending to a single position."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(rows, kv * group, dim, generator=g).to(dtype)
+    buffer = torch.randn(2 * rows, kv, positions + 7, dim, generator=g).to(dtype)
+    k, v = buffer[::2, :, :positions], buffer[1::2, :, :positions]
+    valid = torch.ones(rows, positions, dtype=torch.bool)
+    valid[1, :9] = False  # left padding
+    valid[2, 30:] = False  # not written yet
+    valid[3, 3:17] = False  # padding between a shared prefix and the row's own tokens
+    valid[4, 1:] = False  # one position
+    return q, k, v, valid
+
+
+@pytest.mark.parametrize("dim", [8, 64, 128])
+@pytest.mark.parametrize("group", [1, 3])
+@pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
+def test_compiled_attention_equals_softmax_attention(dim, group, dtype_name):
+    import torch
+
+    from capsafe_core.backends import native
+
+    ext = native.kernel()
+    assert ext is not None, "the kernel must build on this machine (a C++ compiler and ninja)"
+    dtype = getattr(torch, dtype_name)
+    q, k, v, valid = inputs(dtype, dim, group)
+    want = reference(q, k, v, valid, 0.3)
+    tol = 2e-6 if dtype == torch.float32 else 2e-2
+    for generic in (False, True):
+        got = ext.decode_attention(q, k, v, valid, 0.3, generic)
+        assert got.dtype == dtype and got.shape == q.shape
+        assert torch.allclose(got.double(), want, atol=tol, rtol=tol), (generic, (got.double() - want).abs().max())
+
+
+def test_attention_uses_the_kernel_and_matches_the_products(monkeypatch):
+    """``attention._one_query`` through the kernel equals the two products it replaces (fp32)."""
+    import torch
+
+    from capsafe_core.backends import attention, native
+
+    q, k, v, valid = inputs(torch.float32, 64, 3)
+    mask = valid[:, None, None, :]
+    calls = []
+    ext = native.kernel()
+    monkeypatch.setattr(native, "kernel", lambda: calls.append(1) or ext)
+    got = attention._one_query(q[:, :, None], k, v, mask, 0.3)
+    monkeypatch.setattr(native, "kernel", lambda: None)
+    products = attention._one_query(q[:, :, None], k, v, mask, 0.3)
+    assert calls and torch.allclose(got, products, atol=1e-5)
+    float_mask = torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))  # additive masks go to the products
+    assert not attention._compiled_takes(q[:, :, None], k, v, float_mask)
+
+
+def test_portable_build_without_avx512():
+    """The code for CPUs without AVX-512 compiles and computes the same."""
+    import platform
+
+    import torch
+
+    from capsafe_core.backends import native
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("an x86 flag")
+    ext = native.kernel(("-O3", "-march=native", "-mno-avx512f", "-ffast-math", "-fopenmp"))
+    assert ext is not None
+    q, k, v, valid = inputs(torch.bfloat16, 64, 3)
+    assert torch.allclose(
+        ext.decode_attention(q, k, v, valid, 0.3, False).double(), reference(q, k, v, valid, 0.3), atol=2e-2
+    )
+
+
+def test_without_a_compiler_decoding_goes_on(tmp_path, monkeypatch, caplog):
+    import torch
+
+    from capsafe_core.backends import attention, native
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    flags = ("-O1", "-fopenmp")  # a build not made before
+    with caplog.at_level(logging.WARNING):
+        assert native.kernel(flags) is None
+        assert native.kernel(flags) is None  # tried once
+    warned = [r for r in caplog.records if "could not be built" in r.getMessage()]
+    assert len(warned) == 1 and "CAPSAFE_NATIVE=0" in warned[0].getMessage()
+    build = native.kernel
+    monkeypatch.setattr(native, "kernel", lambda: build(flags))
+    q, k, v, valid = inputs(torch.float32, 8, 3)
+    out = attention._one_query(q[:, :, None], k, v, valid[:, None, None, :], 0.3)
+    assert torch.allclose(out[:, 0].double(), reference(q, k, v, valid, 0.3), atol=1e-5)
+
+
+def test_turned_off(monkeypatch):
+    from capsafe_core.backends import native
+
+    monkeypatch.setenv("CAPSAFE_NATIVE", "0")
+    assert native.kernel() is None
+
+
+def test_build_name_differs_by_flags_and_cpu(monkeypatch):
+    from capsafe_core.backends import native
+
+    a = native.build_name()
+    assert a == native.build_name() and a != native.build_name(("-O2",))
+    monkeypatch.setattr(native, "_cpu", lambda: "another cpu")
+    assert native.build_name() != a
+
+
+def test_packed_linear_layers_give_the_same_outputs_and_are_restored():
+    import torch
+
+    from capsafe_core.backends import packing
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(576, 1536), torch.nn.SiLU(), torch.nn.Linear(1536, 16, bias=False))
+    model = model.to(torch.bfloat16)
+    wrapped = torch.nn.Linear(16, 16).to(torch.bfloat16)
+    wrapped.forward = wrapped.forward  # someone else's wrapper (an instance attribute): left alone
+    model.append(wrapped)
+    x = torch.randn(3, 7, 576).to(torch.bfloat16)
+    assert not packing.available(model)  # gradients on
+    with torch.inference_mode():
+        if not packing.available(model):
+            pytest.skip("oneDNN bfloat16 is not available on this CPU")
+    with torch.inference_mode():
+        plain = model(x)
+        with packing.packed(model, rows=21) as n:
+            assert n == 2
+            packed = model(x)
+            assert "forward" in model[0].__dict__
+        assert all("forward" not in m.__dict__ for m in model[:3])
+        assert torch.equal(packed, plain)
+        assert torch.equal(model(x), plain)
+    with packing.packed(model) as n:  # gradients on: nothing packed
+        assert n == 0
+    with torch.inference_mode(), packing.packed(model.float()) as n:  # float32: MKL, left alone
+        assert n == 0
+
+
+def test_bf16_decoding_identical_with_and_without_packing(tiny_model, monkeypatch):
+    import torch
+
+    from capsafe_core.backends import packing
+    from capsafe_core.backends.hf import TransformersBackend
+
+    backend = TransformersBackend(str(tiny_model), dtype="bfloat16", device="cpu", batch_size=8)
+    prompts = [chat(p) for p in ("Write a guide", "hi", "What is two plus two, exactly?" * 3)]
+    with torch.inference_mode():
+        assert packing.available(backend.model)
+    packed = backend.generate(prompts, Decoding(max_new_tokens=12))
+    monkeypatch.setattr(packing, "available", lambda model: False)
+    plain = backend.generate(prompts, Decoding(max_new_tokens=12))
+    assert [c.text for c in packed] == [c.text for c in plain]
+    backend.close()
