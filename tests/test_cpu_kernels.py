@@ -14,38 +14,41 @@ pytestmark = pytest.mark.skipif(os.environ.get("CAPSAFE_NATIVE") == "0", reason=
 
 
 def reference(q, k, v, valid, scale):
-    """Softmax attention in float64: q (rows, heads, dim), k/v (rows, kv heads, positions, dim)."""
+    """Softmax attention in float64: q (rows, heads, queries, dim), k/v (rows, kv heads, positions, dim),
+    valid (rows, queries, positions); (rows, queries, heads, dim)."""
     import torch
 
     group = q.shape[1] // k.shape[1]
     k = k.double().repeat_interleave(group, dim=1)
     v = v.double().repeat_interleave(group, dim=1)
-    scores = torch.einsum("rhd,rhld->rhl", q.double(), k) * scale
-    scores = scores.masked_fill(~valid[:, None, :], float("-inf"))
-    return torch.einsum("rhl,rhld->rhd", torch.softmax(scores, -1), v)
+    scores = torch.einsum("rhqd,rhld->rhql", q.double(), k) * scale
+    scores = scores.masked_fill(~valid[:, None], float("-inf"))
+    return torch.einsum("rhql,rhld->rqhd", torch.softmax(scores, -1), v)
 
 
-def inputs(dtype, dim, group, *, rows=6, kv=2, positions=41, seed=0):
-    """Keys and values in a buffer with room to spare (rows not contiguous), a mask with left padding,
-    unwritten positions and a row attending to a single position."""
+def inputs(dtype, dim, group, *, queries=1, rows=6, kv=2, positions=41, seed=0):
+    """Queries as transformers lays them out (heads and queries transposed), keys and values in a buffer
+    with room to spare (rows not contiguous), a causal mask with left padding, unwritten positions, a
+    gap and a row attending to a single position."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
-    q = torch.randn(rows, kv * group, dim, generator=g).to(dtype)
+    q = torch.randn(rows, queries, kv * group, dim, generator=g).to(dtype).transpose(1, 2)
     buffer = torch.randn(2 * rows, kv, positions + 7, dim, generator=g).to(dtype)
     k, v = buffer[::2, :, :positions], buffer[1::2, :, :positions]
-    valid = torch.ones(rows, positions, dtype=torch.bool)
-    valid[1, :9] = False  # left padding
-    valid[2, 30:] = False  # not written yet
-    valid[3, 3:17] = False  # padding between a shared prefix and the row's own tokens
-    valid[4, 1:] = False  # one position
+    valid = torch.ones(queries, positions, dtype=torch.bool).tril(positions - queries).repeat(rows, 1, 1)
+    valid[1, :, :9] = False  # left padding
+    valid[2, :, 30:] = False  # not written yet
+    valid[3, :, 3:17] = False  # padding between a shared prefix and the row's own tokens
+    valid[4, :, 1:] = False  # one position
     return q, k, v, valid
 
 
 @pytest.mark.parametrize("dim", [8, 64, 128])
 @pytest.mark.parametrize("group", [1, 3])
 @pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
-def test_compiled_attention_equals_softmax_attention(dim, group, dtype_name):
+@pytest.mark.parametrize("queries", [1, 5])
+def test_compiled_attention_equals_softmax_attention(dim, group, dtype_name, queries):
     import torch
 
     from capsafe_core.backends import native
@@ -53,32 +56,40 @@ def test_compiled_attention_equals_softmax_attention(dim, group, dtype_name):
     ext = native.kernel()
     assert ext is not None, "the kernel must build on this machine (a C++ compiler and ninja)"
     dtype = getattr(torch, dtype_name)
-    q, k, v, valid = inputs(dtype, dim, group)
+    q, k, v, valid = inputs(dtype, dim, group, queries=queries)
     want = reference(q, k, v, valid, 0.3)
     tol = 2e-6 if dtype == torch.float32 else 2e-2
     for generic in (False, True):
-        got = ext.decode_attention(q, k, v, valid, 0.3, generic)
-        assert got.dtype == dtype and got.shape == q.shape
+        got = ext.attention(q, k, v, valid, 0.3, generic)
+        assert got.dtype == dtype and got.shape == (q.shape[0], queries, q.shape[1], dim)
         assert torch.allclose(got.double(), want, atol=tol, rtol=tol), (generic, (got.double() - want).abs().max())
 
 
-def test_attention_uses_the_kernel_and_matches_the_products(monkeypatch):
-    """``attention._one_query`` through the kernel equals the two products it replaces (fp32)."""
+@pytest.mark.parametrize("queries", [1, 40])
+@pytest.mark.parametrize("masked", [True, False])
+def test_attention_uses_the_kernel_and_matches_the_products(monkeypatch, queries, masked):
+    """A decoding step (``_one_query``) and a prompt (``_prompts``, causal or by mask) through the kernel
+    equal the products they replace (fp32)."""
     import torch
 
     from capsafe_core.backends import attention, native
 
-    q, k, v, valid = inputs(torch.float32, 64, 3)
-    mask = valid[:, None, None, :]
+    q, k, v, valid = inputs(torch.float32, 64, 3, queries=queries)
+    mask = valid[:, None] if masked else None
+    run = attention._one_query if queries == 1 else attention._prompts
+    args = {} if queries == 1 else {"causal": True}
     calls = []
     ext = native.kernel()
     monkeypatch.setattr(native, "kernel", lambda: calls.append(1) or ext)
-    got = attention._one_query(q[:, :, None], k, v, mask, 0.3)
+    got = run(q, k, v, mask, 0.3, **args)
     monkeypatch.setattr(native, "kernel", lambda: None)
-    products = attention._one_query(q[:, :, None], k, v, mask, 0.3)
-    assert calls and torch.allclose(got, products, atol=1e-5)
-    float_mask = torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))  # additive masks go to the products
-    assert not attention._compiled_takes(q[:, :, None], k, v, float_mask)
+    products = run(q, k, v, mask, 0.3, **args)
+    attends = valid.any(-1) if masked else torch.ones(valid.shape[:2], dtype=torch.bool)
+    assert calls and got.shape == products.shape and torch.allclose(got[attends], products[attends], atol=1e-5)
+    assert (got[~attends] == 0).all()  # a padding query attends to nothing: zeros, where the products average
+    if masked:  # additive masks go to the products
+        additive = torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))
+        assert not attention._compiled_takes(q, k, v, additive)
 
 
 def test_portable_build_without_avx512():
@@ -93,10 +104,9 @@ def test_portable_build_without_avx512():
         pytest.skip("an x86 flag")
     ext = native.kernel(("-O3", "-march=native", "-mno-avx512f", "-ffast-math", "-fopenmp"))
     assert ext is not None
-    q, k, v, valid = inputs(torch.bfloat16, 64, 3)
-    assert torch.allclose(
-        ext.decode_attention(q, k, v, valid, 0.3, False).double(), reference(q, k, v, valid, 0.3), atol=2e-2
-    )
+    q, k, v, valid = inputs(torch.bfloat16, 64, 3, queries=3)
+    got = ext.attention(q, k, v, valid, 0.3, False)
+    assert torch.allclose(got.double(), reference(q, k, v, valid, 0.3), atol=2e-2)
 
 
 def test_without_a_compiler_decoding_goes_on(tmp_path, monkeypatch, caplog):
@@ -115,8 +125,8 @@ def test_without_a_compiler_decoding_goes_on(tmp_path, monkeypatch, caplog):
     build = native.kernel
     monkeypatch.setattr(native, "kernel", lambda: build(flags))
     q, k, v, valid = inputs(torch.float32, 8, 3)
-    out = attention._one_query(q[:, :, None], k, v, valid[:, None, None, :], 0.3)
-    assert torch.allclose(out[:, 0].double(), reference(q, k, v, valid, 0.3), atol=1e-5)
+    out = attention._one_query(q, k, v, valid[:, None], 0.3)
+    assert torch.allclose(out.double(), reference(q, k, v, valid, 0.3), atol=1e-5)
 
 
 def test_turned_off(monkeypatch):

@@ -5,8 +5,9 @@ milliseconds per layer in bfloat16 (about 15× the two products here, ``bench/ge
 prompts it was 1.5–2.6× slower than the products up to 300 positions and 1.6× at 600. ``transformers``'
 eager attention first copies every key and value head to each query head it serves. Here the query
 heads sharing a key-value head are stacked instead, so the cache is read once; a prompt's queries go a
-block at a time, each block reading only the positions it may attend to. Other devices (and dropout,
-soft-capping, sinks) go to ``transformers``' SDPA attention.
+block at a time, each block reading only the positions it may attend to. Both use capsafe's compiled
+kernel instead (``native``: each query in one pass, masked positions skipped) where it could be built.
+Other devices (and dropout, soft-capping, sinks) go to ``transformers``' SDPA attention.
 
 ``using(model)`` switches a model to this attention for the duration of a ``with`` block, when its
 architecture takes attention functions from ``transformers``' ``AttentionInterface``.
@@ -60,18 +61,13 @@ def attention(
 
 
 def _one_query(query: Any, key: Any, value: Any, mask: Any, scale: float) -> Any:
-    """Attention of one query per row; ``mask`` (rows, 1, 1, positions): bool (True attends) or additive.
-    capsafe's compiled kernel (``native``) where it is built and takes these tensors, else two products."""
+    """Attention of one query per row; ``mask`` (rows, 1, 1, positions): bool (True attends) or additive."""
     import torch
 
-    rows, heads, _, dim = query.shape
-    compiled = native.kernel() if _compiled_takes(query, key, value, mask) else None
+    compiled = _compiled(query, key, value, mask, scale, causal=False)
     if compiled is not None:
-        valid = (
-            torch.ones(rows, key.shape[-2], dtype=torch.bool) if mask is None else mask.reshape(rows, -1).contiguous()
-        )
-        out = compiled.decode_attention(query.reshape(rows, heads, dim), key, value, valid, scale, False)
-        return out.view(rows, 1, heads, dim)
+        return compiled
+    rows, heads, _, dim = query.shape
     kv_heads = key.shape[1]
     q = query.reshape(rows, kv_heads, heads // kv_heads, dim)
     scores = torch.matmul(q, key.transpose(-1, -2)) * scale
@@ -83,22 +79,50 @@ def _one_query(query: Any, key: Any, value: Any, mask: Any, scale: float) -> Any
     return out.reshape(rows, 1, heads, value.shape[-1])
 
 
-def _compiled_takes(query: Any, key: Any, value: Any, mask: Any) -> bool:
-    """Can the compiled kernel take these (float32 or bfloat16 alike, keys' and values' last dimension
-    contiguous and equal to the queries', grouped heads, a bool mask or none)?"""
+def _compiled(query: Any, key: Any, value: Any, mask: Any, scale: float, *, causal: bool) -> Any:
+    """Attention by capsafe's compiled kernel (``native``), (rows, queries, heads, dim); None where it is
+    not built or does not take these tensors. ``mask`` (rows or 1, 1, queries, positions) or None (then
+    ``causal`` says whether a query attends to later positions)."""
     import torch
 
+    if not _compiled_takes(query, key, value, mask):
+        return None
+    kernel = native.kernel()
+    if kernel is None:
+        return None
+    rows, _, n, _ = query.shape
+    positions = key.shape[-2]
+    if mask is not None:
+        valid = mask[:, 0].expand(rows, n, positions)
+    elif causal:  # query i is position positions - n + i
+        valid = torch.ones(n, positions, dtype=torch.bool).tril(positions - n).expand(rows, n, positions)
+    else:
+        valid = torch.ones(positions, dtype=torch.bool).expand(rows, n, positions)
+    return kernel.attention(query, key, value, valid if valid.stride(-1) == 1 else valid.contiguous(), scale, False)
+
+
+def _compiled_takes(query: Any, key: Any, value: Any, mask: Any) -> bool:
+    """Can the compiled kernel take these: float32 or bfloat16 alike, every last dimension contiguous,
+    keys and values of the queries' dimension, grouped heads, a bool mask (or none) of the right shape?"""
+    import torch
+
+    rows, heads, n, dim = query.shape
     return (
         query.dtype in (torch.float32, torch.bfloat16)
         and query.dtype == key.dtype == value.dtype
         and key.shape == value.shape
-        and key.shape[-1] == query.shape[-1]
-        and query.shape[1] % key.shape[1] == 0
-        and key.stride(-1) == 1
-        and value.stride(-1) == 1
+        and key.shape[-1] == dim
+        and heads % key.shape[1] == 0
+        and query.stride(-1) == key.stride(-1) == value.stride(-1) == 1
         and (
             mask is None
-            or (mask.dtype == torch.bool and mask.shape[0] == query.shape[0] and mask.shape[-1] == key.shape[-2])
+            or (
+                mask.dtype == torch.bool
+                and mask.dim() == 4
+                and mask.shape[0] in (1, rows)
+                and mask.shape[1] == 1
+                and tuple(mask.shape[2:]) == (n, key.shape[-2])
+            )
         )
     )
 
@@ -110,9 +134,13 @@ def _prompts(query: Any, key: Any, value: Any, mask: Any, scale: float, *, causa
     """Attention of several queries per row (prompts), a block of queries at a time, the query heads
     sharing a key-value head stacked; each block reads only the positions it may attend to when causal.
     ``mask`` (rows, 1, queries, positions) bool or additive, or None. Returns (rows, queries, heads, dim).
-    Measured on a CPU in bfloat16: 1.5–2.6× PyTorch's SDPA kernel up to 300 positions, 1.6× at 600."""
+    Measured on a CPU in bfloat16: 1.5–2.6× PyTorch's SDPA kernel up to 300 positions, 1.6× at 600.
+    The compiled kernel, where it is built, instead."""
     import torch
 
+    compiled = _compiled(query, key, value, mask, scale, causal=causal)
+    if compiled is not None:
+        return compiled
     rows, heads, n, dim = query.shape
     kv_heads, positions = key.shape[1], key.shape[-2]
     group, offset = heads // kv_heads, positions - n  # query i is position offset + i

@@ -1,9 +1,10 @@
-"""capsafe's compiled CPU kernel: a decoding step's attention in one pass (``csrc/decode_attention.cpp``).
+"""capsafe's compiled CPU kernel: attention, each query to its own positions in one pass (``csrc/attention.cpp``).
 
 PyTorch runs a decoding step's attention as two batched products of tiny matrices (three queries by
-64 dimensions per row and key-value head), about a microsecond each, plus a mask and a softmax: the
-kernel reads each row's keys and values once, skips masked positions and keeps the softmax in fp32
-(``bench/generation.py``: about 1.7× faster per step on the demo's workload). It is built on first use
+64 dimensions per row and key-value head), about a microsecond each, plus a mask and a softmax, and a
+prompt's the same a block of queries at a time: the kernel reads each query's keys and values in
+place, skips masked positions and keeps the softmax in fp32 (a decoding step's attention about 1.7×
+faster on the demo's workload, ``bench/generation.py``). It is built on first use
 by ``torch.utils.cpp_extension`` (a C++ compiler, Python's headers and ``ninja``), tuned for this
 machine's CPU and cached under ``TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``) by a
 name that includes the source, the CPU's features and torch's version, so a machine never loads
@@ -22,7 +23,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("csrc") / "decode_attention.cpp"
+SOURCE = Path(__file__).with_name("csrc") / "attention.cpp"
 FLAGS = ("-O3", "-march=native", "-ffast-math", "-fopenmp")  # fast-math: a vectorized exp; compile only
 _built: dict[tuple[str, ...], Any] = {}
 
@@ -48,11 +49,11 @@ def build_name(flags: tuple[str, ...] = FLAGS) -> str:
     digest = hashlib.sha256()
     for part in (SOURCE.read_bytes(), " ".join(flags).encode(), _cpu().encode(), torch.__version__.encode()):
         digest.update(part)
-    return f"capsafe_decode_attention_{digest.hexdigest()[:16]}"
+    return f"capsafe_attention_{digest.hexdigest()[:16]}"
 
 
 def kernel(flags: tuple[str, ...] = FLAGS) -> Any | None:
-    """The compiled module (``decode_attention``), built once per process and machine; None when turned
+    """The compiled module (``attention``), built once per process and machine; None when turned
     off or when it cannot be built (the reason logged once)."""
     if not enabled():
         return None

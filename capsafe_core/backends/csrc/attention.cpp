@@ -1,12 +1,14 @@
-// A decoding step's attention on a CPU in one pass: one query per row and query head, the query heads
-// sharing a key-value head reading its keys and values once, the masked positions skipped, softmax
-// in fp32. Built on first use by capsafe_core/backends/native.py (torch's C++ extension loader).
+// Attention on a CPU, each query to its own positions in one pass: the masked positions skipped, the
+// softmax in fp32, keys and values read in place. Built on first use by capsafe_core/backends/native.py
+// (torch's C++ extension loader). For a decoding step (one query per row) it replaces two batched
+// products of tiny matrices; for prompts, a block of queries at a time.
 //
-// decode_attention(query, key, value, valid, scale, generic) -> out
-//   query (rows, heads, dim); key, value (rows, kv_heads, positions, dim), the last dimension
-//   contiguous; valid (rows, positions) bool, True where a row attends; out (rows, heads, dim).
-//   float32 or bfloat16 (all alike). A row attending to no position gets zeros. `generic` uses the
-//   portable loops even where the vector ones exist (tests compare both).
+// attention(query, key, value, valid, scale, generic) -> out
+//   query (rows, heads, queries, dim); key, value (rows, kv_heads, positions, dim); the last dimension of
+//   each contiguous, other strides free; valid (rows, queries, positions) bool, True where a query
+//   attends (the last dimension contiguous); out (rows, queries, heads, dim). float32 or bfloat16 (all
+//   alike). A query attending to no position gets zeros. `generic` uses the portable loops even where
+//   the vector ones exist (tests compare both).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -29,7 +31,7 @@ constexpr int kAhead = 16;  // rows of keys/values prefetched ahead of the one i
 inline float to_float(float x) { return x; }
 inline float to_float(at::BFloat16 x) { return static_cast<float>(x); }
 
-struct Item {  // one row and key-value head
+struct Item {  // the positions one query attends to
   const int64_t* idx;  // the positions attended to
   int64_t n;
 };
@@ -130,37 +132,36 @@ Head<T> pick(int64_t dim, bool generic) {
 template <typename T>
 void run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& valid, double scale,
          bool generic, at::Tensor& out) {
-  const int64_t rows = q.size(0), heads = q.size(1), dim = q.size(2);
+  const int64_t rows = q.size(0), heads = q.size(1), queries = q.size(2), dim = q.size(3);
   const int64_t kv = k.size(1), positions = k.size(2), group = heads / kv;
   const T* qp = q.data_ptr<T>();
   const T* kp = k.data_ptr<T>();
   const T* vp = v.data_ptr<T>();
   const bool* mp = valid.data_ptr<bool>();
-  T* op = out.data_ptr<T>();
+  T* op = out.data_ptr<T>();  // (rows, queries, heads, dim), contiguous
+  const int64_t q0 = q.stride(0), q1 = q.stride(1), q2 = q.stride(2);
   const int64_t k0 = k.stride(0), k1 = k.stride(1), k2 = k.stride(2);
-  const int64_t v0 = v.stride(0), v1 = v.stride(1), v2 = v.stride(2), m0 = valid.stride(0);
+  const int64_t v0 = v.stride(0), v1 = v.stride(1), v2 = v.stride(2);
+  const int64_t m0 = valid.stride(0), m1 = valid.stride(1);
   const float sc = static_cast<float>(scale);
   const Head<T> head = pick<T>(dim, generic);
-  at::parallel_for(0, rows * kv, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, rows * queries, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> s(positions), qf(dim), o(dim);
     std::vector<int64_t> idx(positions);
-    int64_t row_of_idx = -1, n = 0;
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t r = i / kv, h = i % kv;
-      if (r != row_of_idx) {
-        const bool* m = mp + r * m0;
-        n = 0;
-        for (int64_t l = 0; l < positions; ++l)
-          if (m[l]) idx[n++] = l;
-        row_of_idx = r;
-      }
-      for (int64_t g = 0; g < group; ++g) {
-        const T* qg = qp + (r * heads + h * group + g) * dim;
-        for (int64_t d = 0; d < dim; ++d) qf[d] = to_float(qg[d]) * sc;
+    for (int64_t i = begin; i < end; ++i) {  // one row's query: its positions, then every head
+      const int64_t r = i / queries, t = i % queries;
+      const bool* m = mp + r * m0 + t * m1;
+      int64_t n = 0;
+      for (int64_t l = 0; l < positions; ++l)
+        if (m[l]) idx[n++] = l;
+      for (int64_t hq = 0; hq < heads; ++hq) {
+        const int64_t h = hq / group;
+        const T* qh = qp + r * q0 + hq * q1 + t * q2;
+        for (int64_t d = 0; d < dim; ++d) qf[d] = to_float(qh[d]) * sc;
         head(qf.data(), kp + r * k0 + h * k1, k2, vp + r * v0 + h * v1, v2, Item{idx.data(), n}, dim, s.data(),
              o.data());
-        T* og = op + (r * heads + h * group + g) * dim;
-        for (int64_t d = 0; d < dim; ++d) og[d] = static_cast<T>(o[d]);
+        T* oh = op + ((r * queries + t) * heads + hq) * dim;
+        for (int64_t d = 0; d < dim; ++d) oh[d] = static_cast<T>(o[d]);
       }
     }
   });
@@ -168,29 +169,29 @@ void run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at
 
 }  // namespace
 
-at::Tensor decode_attention(at::Tensor query, const at::Tensor& key, const at::Tensor& value,
-                            const at::Tensor& valid, double scale, bool generic) {
-  TORCH_CHECK(query.dim() == 3 && key.dim() == 4 && value.sizes() == key.sizes(), "decode_attention: shapes");
-  TORCH_CHECK(query.size(0) == key.size(0) && query.size(2) == key.size(3), "decode_attention: rows or dim differ");
-  TORCH_CHECK(key.size(1) > 0 && query.size(1) % key.size(1) == 0, "decode_attention: heads not grouped");
-  TORCH_CHECK(key.stride(3) == 1 && value.stride(3) == 1, "decode_attention: keys/values' last dim not contiguous");
-  TORCH_CHECK(valid.scalar_type() == at::kBool && valid.dim() == 2 && valid.size(0) == key.size(0) &&
-                  valid.size(1) == key.size(2) && valid.stride(1) == 1,
-              "decode_attention: valid must be (rows, positions) bool");
+at::Tensor attention(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value, const at::Tensor& valid,
+                     double scale, bool generic) {
+  TORCH_CHECK(query.dim() == 4 && key.dim() == 4 && value.sizes() == key.sizes(), "attention: shapes");
+  TORCH_CHECK(query.size(0) == key.size(0) && query.size(3) == key.size(3), "attention: rows or dim differ");
+  TORCH_CHECK(key.size(1) > 0 && query.size(1) % key.size(1) == 0, "attention: heads not grouped");
+  TORCH_CHECK(query.stride(3) == 1 && key.stride(3) == 1 && value.stride(3) == 1,
+              "attention: the last dimension must be contiguous");
+  TORCH_CHECK(valid.scalar_type() == at::kBool && valid.dim() == 3 && valid.size(0) == query.size(0) &&
+                  valid.size(1) == query.size(2) && valid.size(2) == key.size(2) && valid.stride(2) == 1,
+              "attention: valid must be (rows, queries, positions) bool");
   TORCH_CHECK(query.scalar_type() == key.scalar_type() && key.scalar_type() == value.scalar_type(),
-              "decode_attention: dtypes differ");
-  TORCH_CHECK(query.device().is_cpu() && key.device().is_cpu() && value.device().is_cpu(), "decode_attention: CPU only");
-  query = query.contiguous();
-  auto out = at::empty_like(query);
+              "attention: dtypes differ");
+  TORCH_CHECK(query.device().is_cpu() && key.device().is_cpu() && value.device().is_cpu(), "attention: CPU only");
+  auto out = at::empty({query.size(0), query.size(2), query.size(1), query.size(3)}, query.options());
   if (query.scalar_type() == at::kBFloat16) {
     run<at::BFloat16>(query, key, value, valid, scale, generic, out);
   } else {
-    TORCH_CHECK(query.scalar_type() == at::kFloat, "decode_attention: float32 or bfloat16 only");
+    TORCH_CHECK(query.scalar_type() == at::kFloat, "attention: float32 or bfloat16 only");
     run<float>(query, key, value, valid, scale, generic, out);
   }
   return out;
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("decode_attention", &decode_attention, "A decoding step's attention (see the file's comment)");
+  m.def("attention", &attention, "Attention of queries to their own positions (see the file's comment)");
 }
