@@ -191,3 +191,49 @@ def test_bf16_decoding_identical_with_and_without_packing(tiny_model, monkeypatc
     plain = backend.generate(prompts, Decoding(max_new_tokens=12))
     assert [c.text for c in packed] == [c.text for c in plain]
     backend.close()
+
+
+@pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
+def test_compiled_rms_norm_matches_transformers(dtype_name):
+    import torch
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    from capsafe_core.backends import native
+
+    dtype = getattr(torch, dtype_name)
+    norm = LlamaRMSNorm(576, eps=1e-5).to(dtype)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(576) + 0.5)
+    tol = 2 * torch.finfo(dtype).eps if dtype == torch.bfloat16 else 1e-5
+    for shape in ((128, 1, 576), (3, 50, 576), (576,), (0, 576)):
+        x = (torch.randn(shape) * 4).to(dtype)
+        want, got = norm(x), native.kernel().rms_norm(x, norm.weight, 1e-5)
+        assert got.shape == want.shape and got.dtype == dtype
+        assert torch.allclose(got.float(), want.float(), rtol=tol, atol=tol)
+        if x.numel() and dtype == torch.bfloat16:
+            assert (got == want).float().mean() > 0.99  # the same arithmetic: nearly all values identical
+
+
+def test_norms_switch_only_layers_that_match():
+    import torch
+    from transformers.models.gemma.modeling_gemma import GemmaRMSNorm
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    from capsafe_core.backends import norms
+
+    model = torch.nn.ModuleList([LlamaRMSNorm(64), GemmaRMSNorm(64), LlamaRMSNorm(64)])  # Gemma's: x * (1 + w)
+    model = model.to(torch.bfloat16)
+    model[2].forward = model[2].forward  # wrapped by someone else
+    x = torch.randn(2, 5, 64).to(torch.bfloat16)
+    with torch.inference_mode():
+        want = [m(x) for m in model]
+        with norms.compiled(model) as n:
+            assert n == 1 and "forward" in model[0].__dict__
+            got = [m(x) for m in model]
+            assert torch.equal(model[0](x.float()), LlamaRMSNorm.forward(model[0], x.float()))  # other dtype
+        assert "forward" not in model[0].__dict__ and "forward" not in model[1].__dict__
+    assert all(torch.allclose(a.float(), b.float(), rtol=2e-2, atol=2e-2) for a, b in zip(got, want, strict=True))
+    with norms.compiled(model) as n:  # gradients on: nothing switched
+        assert n == 0
+    with torch.inference_mode(), norms.compiled(model.float()) as n:  # float32: left alone
+        assert n == 0

@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from capsafe_core.backends import attention, kvcache, packing
+from capsafe_core.backends import attention, kvcache, norms, packing
 from capsafe_core.backends.kvcache import Prefix
 
 # generation-config fields whose non-default values change the next token beyond temperature/top-p
@@ -87,7 +87,7 @@ def decode(
     prompts = [prompts[i] for i in order]
     result = Decoded([[] for _ in range(n)], [[] for _ in range(n)] if top_logprobs else [])
     steps: AbstractContextManager[None]
-    with attention.using(model) as own_attention, packing.packed(model, n):
+    with attention.using(model) as own_attention, packing.packed(model, n), norms.compiled(model):
         if own_attention and kvcache.plain_layers(model):
             cache, logits = _bucketed_prefill(model, prompts, prefix, max_new_tokens, pad_id, device)
             mask, steps = None, attention.bucketed(cache)

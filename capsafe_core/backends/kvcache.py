@@ -149,7 +149,7 @@ def left_padded(seqs: list[list[int]], pad_id: int) -> tuple[Any, Any]:
 
 
 PREFILL_TOKENS = 4096  # (padded) prompt tokens per forward pass of a prefill
-PREFILL_SLACK = 1.25  # padded tokens per real one a prefill group may hold
+PREFILL_SLACK = 1.1  # padded tokens per real one a prefill group may hold (1.25: 2% slower, 1.05: 3%)
 
 
 def prefill_groups(

@@ -1,4 +1,5 @@
-"""capsafe's compiled CPU kernel: attention, each query to its own positions in one pass (``csrc/attention.cpp``).
+"""capsafe's compiled CPU kernels (``csrc/kernels.cpp``): attention, each query to its own positions in one
+pass, and transformers' RMSNorm in one pass (``norms``).
 
 PyTorch runs a decoding step's attention as two batched products of tiny matrices (three queries by
 64 dimensions per row and key-value head), about a microsecond each, plus a mask and a softmax, and a
@@ -23,7 +24,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("csrc") / "attention.cpp"
+SOURCE = Path(__file__).with_name("csrc") / "kernels.cpp"
 FLAGS = ("-O3", "-march=native", "-ffast-math", "-fopenmp")  # fast-math: a vectorized exp; compile only
 _built: dict[tuple[str, ...], Any] = {}
 
@@ -49,11 +50,11 @@ def build_name(flags: tuple[str, ...] = FLAGS) -> str:
     digest = hashlib.sha256()
     for part in (SOURCE.read_bytes(), " ".join(flags).encode(), _cpu().encode(), torch.__version__.encode()):
         digest.update(part)
-    return f"capsafe_attention_{digest.hexdigest()[:16]}"
+    return f"capsafe_kernels_{digest.hexdigest()[:16]}"
 
 
 def kernel(flags: tuple[str, ...] = FLAGS) -> Any | None:
-    """The compiled module (``attention``), built once per process and machine; None when turned
+    """The compiled module (``attention``, ``rms_norm``), built once per process and machine; None when turned
     off or when it cannot be built (the reason logged once)."""
     if not enabled():
         return None
@@ -63,13 +64,13 @@ def kernel(flags: tuple[str, ...] = FLAGS) -> Any | None:
     try:
         from torch.utils.cpp_extension import load
 
-        log.info("building capsafe's CPU attention kernel (once per machine, about 20 s)")
+        log.info("building capsafe's CPU kernels (once per machine, about 20 s)")
         # compile flags only: linking with -ffast-math would set flush-to-zero for the whole process
         _built[flags] = load(name=build_name(flags), sources=[str(SOURCE)], extra_cflags=list(flags), verbose=False)
     except Exception as err:  # no compiler, no ninja, no headers, a read-only cache: decode without it
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         log.warning(
-            "capsafe: the CPU attention kernel could not be built (%s); decoding uses PyTorch's products. "
+            "capsafe: the CPU kernels could not be built (%s); decoding uses PyTorch's operations. "
             "Install a C++ compiler and `pip install ninja`, or set CAPSAFE_NATIVE=0 to silence this.",
             reason,
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from capsafe_core.backends import attention, kvcache, packing
+from capsafe_core.backends import attention, kvcache, norms, packing
 
 
 def answer_logprobs(
@@ -34,7 +34,7 @@ def answer_logprobs(
     order = sorted(range(len(rows)), key=lambda i: -len(seqs[i]))
     out: list[Any] = [None] * len(rows)
     # on a CPU: capsafe's attention for the sequences (``attention._prompts``), linear weights packed once
-    with torch.inference_mode(), attention.using(model), packing.packed(model, tokens):
+    with torch.inference_mode(), attention.using(model), packing.packed(model, tokens), norms.compiled(model):
         for a, b in kvcache.prefill_groups([len(seqs[i]) for i in order], tokens=tokens, rows=batch_size):
             idx = order[a:b]
             scored = _group(model, [seqs[i] for i in idx], [len(rows[i][1]) for i in idx], prefix, pad_id)

@@ -1,6 +1,8 @@
-// Attention on a CPU, each query to its own positions in one pass: the masked positions skipped, the
-// softmax in fp32, keys and values read in place. Built on first use by capsafe_core/backends/native.py
-// (torch's C++ extension loader). For a decoding step (one query per row) it replaces two batched
+// capsafe's CPU kernels, built on first use by capsafe_core/backends/native.py (torch's C++ extension
+// loader).
+//
+// Attention, each query to its own positions in one pass: the masked positions skipped, the softmax in
+// fp32, keys and values read in place. For a decoding step (one query per row) it replaces two batched
 // products of tiny matrices; for prompts, a block of queries at a time.
 //
 // attention(query, key, value, valid, scale, generic) -> out
@@ -9,6 +11,8 @@
 //   attends (the last dimension contiguous); out (rows, queries, heads, dim). float32 or bfloat16 (all
 //   alike). A query attending to no position gets zeros. `generic` uses the portable loops even where
 //   the vector ones exist (tests compare both).
+//
+// rms_norm(x, weight, eps) -> out: transformers' RMSNorm (LlamaRMSNorm and its copies) in one pass.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -192,6 +196,50 @@ at::Tensor attention(const at::Tensor& query, const at::Tensor& key, const at::T
   return out;
 }
 
+namespace {
+
+// transformers' RMSNorm, one row at a time: in fp32, x * rsqrt(mean(x^2) + eps), rounded to the input's
+// dtype, then times the weight (rounded again), as LlamaRMSNorm and its copies compute it.
+template <typename T>
+void rms_rows(const T* x, const T* w, T* out, int64_t rows, int64_t width, int64_t stride, float eps) {
+  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+    std::vector<float> f(width);
+    for (int64_t r = begin; r < end; ++r) {
+      const T* xr = x + r * stride;
+      float total = 0.f;
+      for (int64_t d = 0; d < width; ++d) {
+        f[d] = to_float(xr[d]);
+        total += f[d] * f[d];
+      }
+      const float scale = 1.f / std::sqrt(total / static_cast<float>(width) + eps);
+      T* o = out + r * width;
+      for (int64_t d = 0; d < width; ++d) o[d] = static_cast<T>(to_float(w[d]) * to_float(static_cast<T>(f[d] * scale)));
+    }
+  });
+}
+
+}  // namespace
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  TORCH_CHECK(x.dim() >= 1 && weight.dim() == 1 && x.size(-1) == weight.size(0), "rms_norm: shapes");
+  TORCH_CHECK(x.scalar_type() == weight.scalar_type() && x.device().is_cpu() && weight.device().is_cpu(),
+              "rms_norm: dtypes or devices differ");
+  const int64_t width = x.size(-1), rows = width ? x.numel() / width : 0;
+  const at::Tensor flat = x.contiguous().view({rows, width});
+  const at::Tensor w = weight.contiguous();
+  auto out = at::empty({rows, width}, x.options());
+  const float e = static_cast<float>(eps);
+  if (x.scalar_type() == at::kBFloat16) {
+    rms_rows<at::BFloat16>(flat.data_ptr<at::BFloat16>(), w.data_ptr<at::BFloat16>(), out.data_ptr<at::BFloat16>(),
+                           rows, width, width, e);
+  } else {
+    TORCH_CHECK(x.scalar_type() == at::kFloat, "rms_norm: float32 or bfloat16 only");
+    rms_rows<float>(flat.data_ptr<float>(), w.data_ptr<float>(), out.data_ptr<float>(), rows, width, width, e);
+  }
+  return out.view(x.sizes());
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("rms_norm", &rms_norm, "transformers' RMSNorm in one pass (see rms_rows)");
   m.def("attention", &attention, "Attention of queries to their own positions (see the file's comment)");
 }
