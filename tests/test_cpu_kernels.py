@@ -237,3 +237,20 @@ def test_norms_switch_only_layers_that_match():
         assert n == 0
     with torch.inference_mode(), norms.compiled(model.float()) as n:  # float32: left alone
         assert n == 0
+
+
+def test_no_packing_without_memory_to_spare(monkeypatch):
+    import torch
+
+    from capsafe_core.backends import packing
+
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64)).to(torch.bfloat16)
+    monkeypatch.setattr(packing, "free_memory", lambda device: 64 * 64 * 2 * 3)  # copies would take a third
+    with torch.inference_mode():
+        if not packing.available(model):
+            pytest.skip("oneDNN bfloat16 is not available on this CPU")
+        with packing.packed(model) as n:
+            assert n == 0
+        monkeypatch.setattr(packing, "free_memory", lambda device: 64 * 64 * 2 * 5)
+        with packing.packed(model) as n:
+            assert n == 1

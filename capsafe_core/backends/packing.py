@@ -6,9 +6,10 @@ about as much as the product. ``packed(model)`` reorders each bfloat16 ``nn.Line
 (``torch.ops.mkldnn._reorder_linear_weight``, what ``torch.compile`` does on CPUs) and runs the layer
 with oneDNN's packed product inside the block: the same outputs bit for bit (the same kernel), the
 products 1.3–1.6× faster at 32–128 rows (``bench/generation.py``). The packed copies live only inside
-the block. float32 layers are left alone (MKL, not oneDNN, and packing would change their sums), as
-are layers someone else has wrapped (accelerate's offloading hooks), subclasses (PEFT adapters,
-quantized layers) and any use with gradients on.
+the block, and a model whose copies would take over a quarter of the available memory is not packed.
+float32 layers are left alone (MKL, not oneDNN, and packing would change their sums), as are layers
+someone else has wrapped (accelerate's offloading hooks), subclasses (PEFT adapters, quantized
+layers) and any use with gradients on.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from capsafe_core.backends.models import free_memory
+
+MEMORY_SHARE = 0.25  # pack only while the packed copies take at most this share of the available memory
 
 
 def available(model: Any) -> bool:
@@ -59,6 +64,9 @@ def packed(model: Any, rows: int = 128) -> Iterator[int]:
     import torch
 
     modules = [m for m in model.modules() if _packable(m)] if available(model) else []
+    size = sum(m.weight.numel() * m.weight.element_size() for m in modules)
+    if size > MEMORY_SHARE * free_memory("cpu"):  # the packed copies would crowd out the batch
+        modules = []
     done = []
     try:
         for module in modules:
