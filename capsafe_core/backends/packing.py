@@ -5,7 +5,7 @@ into its blocked layout on every call: for a decoding step of a small model that
 about as much as the product. ``packed(model)`` reorders each bfloat16 ``nn.Linear`` weight once
 (``torch.ops.mkldnn._reorder_linear_weight``, what ``torch.compile`` does on CPUs) and runs the layer
 with oneDNN's packed product inside the block: the same outputs bit for bit (the same kernel), the
-products 1.3–1.6× faster at 32–128 rows (``bench/generation.py``). The packed copies live only inside
+products 1.2–1.9× faster at 32–128 rows (measured at the model's shapes). The packed copies live only inside
 the block, and a model whose copies would take over a quarter of the available memory is not packed.
 float32 layers are left alone (MKL, not oneDNN, and packing would change their sums), as are layers
 someone else has wrapped (accelerate's offloading hooks), subclasses (PEFT adapters, quantized
