@@ -254,3 +254,26 @@ def test_no_packing_without_memory_to_spare(monkeypatch):
         monkeypatch.setattr(packing, "free_memory", lambda device: 64 * 64 * 2 * 5)
         with packing.packed(model) as n:
             assert n == 1
+
+
+@pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
+def test_compiled_argmax_equals_torch(dtype_name):
+    """Greedy decoding's argmax: the first maximum, ties, NaN (first NaN wins, as in torch), -inf rows,
+    widths not a multiple of the vector's, rows of a wider tensor."""
+    import torch
+
+    from capsafe_core.backends import native
+
+    dtype = getattr(torch, dtype_name)
+    g = torch.Generator().manual_seed(0)
+    for width in (1, 7, 16, 33, 49152):
+        x = torch.randn(9, width + 3, generator=g).to(dtype)[:, :width]
+        x[1] = 2.0  # all tied
+        x[2, width // 2] = float("nan")
+        x[3] = float("-inf")
+        x[4, -1] = 1e4  # the maximum last (in the tail past the vectors)
+        x[5, -1] = float("nan")
+        x[6, 0] = float("nan")
+        x[7, : width // 3] = 50.0  # ties at the start
+        got = native.kernel().argmax(x)
+        assert torch.equal(got, x.float().argmax(-1)), (width, got, x.float().argmax(-1))

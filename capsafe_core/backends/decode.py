@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from capsafe_core.backends import attention, kvcache, norms, packing
+from capsafe_core.backends import attention, kvcache, native, norms, packing
 from capsafe_core.backends.kvcache import Prefix
 
 # generation-config fields whose non-default values change the next token beyond temperature/top-p
@@ -247,6 +247,10 @@ def _next_token(logits: Any, temperature: float, top_p: float, generator: Any) -
     import torch
 
     if temperature <= 0:  # in float32: the same maximum (an exact upcast); a bf16 argmax is slow on CPUs
+        cpu = logits.device.type == "cpu" and logits.dtype in (torch.bfloat16, torch.float32)
+        kernel = native.kernel() if cpu else None
+        if kernel is not None and logits.dim() == 2 and logits.shape[1] and logits.stride(1) == 1:
+            return kernel.argmax(logits)  # the same, without the float32 copy
         return logits.float().argmax(dim=-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     if top_p < 1.0:

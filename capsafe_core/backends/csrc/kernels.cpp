@@ -13,6 +13,7 @@
 //   the vector ones exist (tests compare both).
 //
 // rms_norm(x, weight, eps) -> out: transformers' RMSNorm (LlamaRMSNorm and its copies) in one pass.
+// argmax(x) -> indices: torch.argmax(x.float(), -1) of (rows, n) logits (greedy decoding), no upcast copy.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -239,7 +240,84 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   return out.view(x.sizes());
 }
 
+namespace {
+
+inline bool is_nan(float x) {  // by the bits: -ffast-math may fold std::isnan away
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  return (u & 0x7fffffffu) > 0x7f800000u;
+}
+
+// torch.argmax of one row as float: the first index of the maximum, or of the first NaN.
+template <typename T>
+int64_t argmax_row(const T* x, int64_t n) {
+  int64_t best = 0;
+  float top = to_float(x[0]);
+  if (is_nan(top)) return 0;
+#if CAPSAFE_AVX512
+  if (n >= 16) {  // the maximum by vectors (NaNs noticed), then its first index
+    __m512 m = load16(x);
+    __mmask16 nan = _mm512_cmp_ps_mask(m, m, _CMP_UNORD_Q);
+    int64_t j = 16;
+    for (; j + 16 <= n; j += 16) {
+      const __m512 v = load16(x + j);
+      nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+      m = _mm512_max_ps(m, v);
+    }
+    if (!nan) {
+      top = _mm512_reduce_max_ps(m);
+      for (; j < n; ++j) {
+        const float v = to_float(x[j]);
+        if (is_nan(v)) return j;  // the vectors had none
+        top = std::max(top, v);
+      }
+      for (int64_t c = 0; c + 16 <= n; c += 16) {
+        const __mmask16 eq = _mm512_cmp_ps_mask(load16(x + c), _mm512_set1_ps(top), _CMP_EQ_OQ);
+        if (eq) return c + __builtin_ctz(eq);
+      }
+      for (int64_t c = n - n % 16; c < n; ++c)
+        if (to_float(x[c]) == top) return c;
+    }
+  }
+#endif
+  for (int64_t j = 1; j < n; ++j) {
+    const float v = to_float(x[j]);
+    if (is_nan(v)) return j;
+    if (v > top) {
+      top = v;
+      best = j;
+    }
+  }
+  return best;
+}
+
+template <typename T>
+void argmax_rows(const at::Tensor& x, at::Tensor& out) {
+  const int64_t rows = x.size(0), n = x.size(1), stride = x.stride(0);
+  const T* p = x.data_ptr<T>();
+  int64_t* o = out.data_ptr<int64_t>();
+  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) o[r] = argmax_row<T>(p + r * stride, n);
+  });
+}
+
+}  // namespace
+
+at::Tensor argmax(const at::Tensor& x) {
+  TORCH_CHECK(x.dim() == 2 && x.size(1) > 0 && x.stride(1) == 1 && x.device().is_cpu(),
+              "argmax: (rows, n) on a CPU, the last dimension contiguous and not empty");
+  auto out = at::empty({x.size(0)}, x.options().dtype(at::kLong));
+  if (x.scalar_type() == at::kBFloat16) {
+    argmax_rows<at::BFloat16>(x, out);
+  } else {
+    TORCH_CHECK(x.scalar_type() == at::kFloat, "argmax: float32 or bfloat16 only");
+    argmax_rows<float>(x, out);
+  }
+  return out;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("argmax", &argmax, "torch.argmax(x.float(), -1) of a (rows, n) tensor, in one pass per row");
   m.def("rms_norm", &rms_norm, "transformers' RMSNorm in one pass (see rms_rows)");
   m.def("attention", &attention, "Attention of queries to their own positions (see the file's comment)");
 }
