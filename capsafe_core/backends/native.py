@@ -1,5 +1,5 @@
 """capsafe's compiled CPU kernels (``csrc/kernels.cpp``): attention, each query to its own positions in one
-pass, and transformers' RMSNorm in one pass (``norms``).
+pass, transformers' RMSNorm in one pass (``norms``) and greedy decoding's argmax without a float32 copy.
 
 PyTorch runs a decoding step's attention as two batched products of tiny matrices (three queries by
 64 dimensions per row and key-value head), about a microsecond each, plus a mask and a softmax, and a
@@ -54,8 +54,8 @@ def build_name(flags: tuple[str, ...] = FLAGS) -> str:
 
 
 def kernel(flags: tuple[str, ...] = FLAGS) -> Any | None:
-    """The compiled module (``attention``, ``rms_norm``), built once per process and machine; None when turned
-    off or when it cannot be built (the reason logged once)."""
+    """The compiled module (``attention``, ``rms_norm``, ``argmax``), loaded once per process and built once
+    per machine; None when turned off or when it cannot be built (the reason logged once)."""
     if not enabled():
         return None
     if flags in _built:
@@ -64,7 +64,7 @@ def kernel(flags: tuple[str, ...] = FLAGS) -> Any | None:
     try:
         from torch.utils.cpp_extension import load
 
-        log.info("building capsafe's CPU kernels (once per machine, about 20 s)")
+        log.info("loading capsafe's CPU kernels (built on first use per machine, about 20 s)")
         # compile flags only: linking with -ffast-math would set flush-to-zero for the whole process
         _built[flags] = load(name=build_name(flags), sources=[str(SOURCE)], extra_cflags=list(flags), verbose=False)
     except Exception as err:  # no compiler, no ninja, no headers, a read-only cache: decode without it

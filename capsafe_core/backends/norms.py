@@ -2,12 +2,13 @@
 block.
 
 ``transformers``' RMSNorm is six operations on small tensors (upcast, square, mean, reciprocal square
-root, scale, downcast, weight), two per decoder layer and step: on a CPU about a sixth of a decoding
-step of a small model. The kernel does the same arithmetic in one pass (6 µs instead of 32 for a
-128-row decoding step). A layer is switched only after its own output on a probe input is matched
-(within two units in the last place), so variants that compute something else (Gemma's ``1 + weight``, a norm over other
-dimensions) keep their own forward, as do layers someone else has wrapped. bfloat16 only: there the
-rounding hides the sums' order (all but a few values identical); float32 layers keep theirs.
+root, scale, downcast, weight), two per decoder layer and step, each costing more to dispatch than to
+compute. The kernel does the same arithmetic in one pass (6 µs instead of 32 for a 128-row decoding
+step; 5% of the demo-like workload's time, ``bench/generation.py``). A layer is switched only after its
+own output on a probe input is matched (within two units in the last place), so variants that compute
+something else (Gemma's ``1 + weight``, a norm over other dimensions) keep their own forward, as do
+layers someone else has wrapped. bfloat16 only: there the rounding hides the sums' order (all but a
+few values identical); float32 layers keep theirs.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def _forward(kernel: Any, module: Any, eps: float) -> Any:
 
 
 def _matches(module: Any, forward: Any) -> bool:
-    """Does ``forward`` give the module's own output on a probe input (a unit in the last place)?"""
+    """Does ``forward`` give the module's own output on a probe input (within two units in the last place)?"""
     import torch
 
     weight = module.weight
