@@ -277,3 +277,30 @@ def test_compiled_argmax_equals_torch(dtype_name):
         x[7, : width // 3] = 50.0  # ties at the start
         got = native.kernel().argmax(x)
         assert torch.equal(got, x.float().argmax(-1)), (width, got, x.float().argmax(-1))
+
+
+def test_a_fresh_build_finds_pips_ninja(tmp_path):
+    """On a fresh machine, with the virtual environment not activated (``make test`` runs ``.venv/bin/pytest``)
+    and no system ninja, the build uses the ninja pip installed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    here = Path(sys.executable).parent.resolve()
+    for folder in map(Path, os.environ.get("PATH", "").split(os.pathsep)):
+        if not folder.is_dir() or folder.resolve() == here:
+            continue
+        for tool in folder.iterdir():
+            if tool.name != "ninja" and not (tools / tool.name).exists():
+                (tools / tool.name).symlink_to(tool)
+    env = {
+        "HOME": os.environ.get("HOME", str(tmp_path)),
+        "PATH": str(tools),
+        "TORCH_EXTENSIONS_DIR": str(tmp_path / "x"),
+    }
+    code = "from capsafe_core.backends import native; print(native.kernel() is not None)"
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=900)
+    assert out.stdout.strip() == "True", out.stderr[-2000:]

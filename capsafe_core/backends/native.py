@@ -19,6 +19,9 @@ import hashlib
 import logging
 import os
 import platform
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +56,24 @@ def build_name(flags: tuple[str, ...] = FLAGS) -> str:
     return f"capsafe_kernels_{digest.hexdigest()[:16]}"
 
 
+@contextmanager
+def _ninja_on_path() -> Iterator[None]:
+    """The ``ninja`` that pip installed (next to this Python, or the ``ninja`` package's) on ``PATH`` while
+    building: torch looks it up there, and an unactivated virtual environment's ``bin`` is not on it."""
+    try:
+        import ninja
+
+        where = str(ninja.BIN_DIR)
+    except (ImportError, AttributeError):
+        where = str(Path(sys.executable).parent)
+    before = os.environ.get("PATH", "")
+    os.environ["PATH"] = where + os.pathsep + before
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = before
+
+
 def kernel(flags: tuple[str, ...] = FLAGS) -> Any | None:
     """The compiled module (``attention``, ``rms_norm``, ``argmax``), loaded once per process and built once
     per machine; None when turned off or when it cannot be built (the reason logged once)."""
@@ -65,8 +86,8 @@ def kernel(flags: tuple[str, ...] = FLAGS) -> Any | None:
         from torch.utils.cpp_extension import load
 
         log.info("loading capsafe's CPU kernels (built on first use per machine, about 20 s)")
-        # compile flags only: linking with -ffast-math would set flush-to-zero for the whole process
-        _built[flags] = load(name=build_name(flags), sources=[str(SOURCE)], extra_cflags=list(flags), verbose=False)
+        with _ninja_on_path():  # compile flags only: linking with -ffast-math would flush denormals everywhere
+            _built[flags] = load(name=build_name(flags), sources=[str(SOURCE)], extra_cflags=list(flags), verbose=False)
     except Exception as err:  # no compiler, no ninja, no headers, a read-only cache: decode without it
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         log.warning(
