@@ -57,23 +57,19 @@ def run(venv: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def printed(venv: Path, code: str, cwd: Path) -> str:
+    """What ``code`` prints, run by the venv's Python outside the checkout."""
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, cwd=str(cwd))
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
 def test_installed_wheel_is_self_contained(installed, tmp_path):
-    out = subprocess.run(
-        [str(installed / "bin" / "python"), "-c", "import capsafe_core.paths as p; print(p.root())"],
-        capture_output=True,
-        text=True,
-        cwd=str(tmp_path),
-        check=True,
-    ).stdout.strip()
+    out = printed(installed, "import capsafe_core.paths as p; print(p.root())", tmp_path)
     assert out.startswith(str(installed)) and out.endswith("_bundle")
     assert (Path(out) / "app.py").is_file() and (Path(out) / "pages" / "overview.py").is_file()
-    source = subprocess.run(  # the CPU attention kernel is built from the installed source
-        [str(installed / "bin" / "python"), "-c", "import capsafe_core.backends.native as n; print(n.SOURCE)"],
-        capture_output=True,
-        text=True,
-        cwd=str(tmp_path),
-        check=True,
-    ).stdout.strip()
+    # the CPU kernels are built from the installed source
+    source = printed(installed, "import capsafe_core.backends.native as n; print(n.SOURCE)", tmp_path)
     assert source.startswith(str(installed)) and Path(source).is_file()
 
 

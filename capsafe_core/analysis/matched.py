@@ -91,7 +91,7 @@ class _Weights:
                 for out, mine, cols in users:
                     used = counts if cols is None else counts[:, cols]
                     out[:, 1 + start : 1 + start + len(counts)] += mine @ used.T
-        if any(n != len(ids) for n, (_, ids) in zip(found, parts, strict=True)):
+        if any(n != len(prompt_ids) for n, (_, prompt_ids) in zip(found, parts, strict=True)):
             raise ValueError("a prompt without bootstrap weights")
         return outs
 

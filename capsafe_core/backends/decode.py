@@ -6,7 +6,8 @@ batch (once they are an eighth of it: dropping rows copies the cache), the promp
 is run once (``kvcache.Prefix``), prompts are run in groups of like lengths into one preallocated
 cache (``kvcache.BufferedLayer``; padding costs no forward pass), the logits are computed for the
 last position only, and on a CPU a decoding step's attention is ``backends.attention``'s (compiled where
-it can be, ``backends.native``) and the linear weights are packed once per call (``backends.packing``). Greedy
+it can be, ``backends.native``, as are RMSNorm and the greedy argmax) and the linear weights are packed
+once per call (``backends.packing``). Greedy
 outputs equal ``generate``'s (same positions, same masks, same argmax; ``tests/test_backend_hf.py``
 and ``tests/test_decoding_parts.py`` check against an unbatched ``generate`` loop in fp32). Models
 whose generation config asks for logits processors this loop does not implement (a repetition

@@ -46,8 +46,8 @@ def answer_logprobs(
 def _group(
     model: Any, seqs: list[list[int]], answers: list[int], prefix: kvcache.Prefix | None, pad_id: int
 ) -> list[Any]:
-    """One forward pass over ``seqs`` (longest first; each ends with an answer of ``answers[j]`` tokens):
-    each answer's token log-probabilities."""
+    """One forward pass over ``seqs`` (longest first; each ends with an answer of ``answers[j]`` tokens),
+    inside ``answer_logprobs``' inference mode: each answer's token log-probabilities."""
     import torch
 
     device = next(model.parameters()).device
@@ -62,11 +62,10 @@ def _group(
         cache = kvcache.new_cache(model, shared + len(seqs[0]), buffered=True, batch=len(seqs))
         prefix.fill(cache, len(seqs))
         extra.update({kvcache.cache_argument(model): cache, "use_cache": True})
-    with torch.inference_mode():
-        logits = model(
-            input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device), **extra
-        ).logits
-        logits = logits[:, -(answer + 1) : -1].float()
-        target = ids[:, -answer:].to(device)
-        lp = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    logits = model(
+        input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device), **extra
+    ).logits
+    logits = logits[:, -(answer + 1) : -1].float()
+    target = ids[:, -answer:].to(device)
+    lp = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
     return [lp[j, answer - n :].cpu() for j, n in enumerate(answers)]

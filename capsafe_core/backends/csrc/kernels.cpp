@@ -37,9 +37,17 @@ inline float to_float(float x) { return x; }
 inline float to_float(at::BFloat16 x) { return static_cast<float>(x); }
 
 struct Item {  // the positions one query attends to
-  const int64_t* idx;  // the positions attended to
+  const int64_t* idx;
   int64_t n;
 };
+
+// Scores s[0..n) become exp(s - max); returns the reciprocal of their sum (0 where there are none).
+inline float softmax_scale(float* s, int64_t n, float max) {
+  float total = 0.f;
+  for (int64_t j = 0; j < n; ++j) s[j] = std::exp(s[j] - max);
+  for (int64_t j = 0; j < n; ++j) total += s[j];
+  return n ? 1.f / total : 0.f;
+}
 
 // Portable: any head dimension.
 template <typename T>
@@ -53,15 +61,12 @@ void generic_head(const float* q, const T* k, int64_t ks, const T* v, int64_t vs
     s[j] = a;
     mx = a > mx ? a : mx;
   }
-  float total = 0.f;
-  for (int64_t j = 0; j < it.n; ++j) s[j] = std::exp(s[j] - mx);
-  for (int64_t j = 0; j < it.n; ++j) total += s[j];
+  const float inv = softmax_scale(s, it.n, mx);
   for (int64_t d = 0; d < dim; ++d) out[d] = 0.f;
   for (int64_t j = 0; j < it.n; ++j) {
     const T* row = v + it.idx[j] * vs;
     for (int64_t d = 0; d < dim; ++d) out[d] += s[j] * to_float(row[d]);
   }
-  const float inv = it.n ? 1.f / total : 0.f;
   for (int64_t d = 0; d < dim; ++d) out[d] *= inv;
 }
 
@@ -97,9 +102,7 @@ void vector_head(const float* q, const T* k, int64_t ks, const T* v, int64_t vs,
     s[j] = a;
     mx = a > mx ? a : mx;
   }
-  float total = 0.f;
-  for (int64_t j = 0; j < it.n; ++j) s[j] = std::exp(s[j] - mx);
-  for (int64_t j = 0; j < it.n; ++j) total += s[j];
+  const float scale = softmax_scale(s, it.n, mx);
   __m512 acc[C];
   for (int c = 0; c < C; ++c) acc[c] = _mm512_setzero_ps();
   for (int64_t j = 0; j < it.n; ++j) {
@@ -108,7 +111,7 @@ void vector_head(const float* q, const T* k, int64_t ks, const T* v, int64_t vs,
     const __m512 p = _mm512_set1_ps(s[j]);
     for (int c = 0; c < C; ++c) acc[c] = _mm512_fmadd_ps(p, load16(row + 16 * c), acc[c]);
   }
-  const __m512 inv = _mm512_set1_ps(it.n ? 1.f / total : 0.f);
+  const __m512 inv = _mm512_set1_ps(scale);
   for (int c = 0; c < C; ++c) _mm512_storeu_ps(out + 16 * c, _mm512_mul_ps(acc[c], inv));
 }
 #endif
@@ -202,11 +205,11 @@ namespace {
 // transformers' RMSNorm, one row at a time: in fp32, x * rsqrt(mean(x^2) + eps), rounded to the input's
 // dtype, then times the weight (rounded again), as LlamaRMSNorm and its copies compute it.
 template <typename T>
-void rms_rows(const T* x, const T* w, T* out, int64_t rows, int64_t width, int64_t stride, float eps) {
+void rms_rows(const T* x, const T* w, T* out, int64_t rows, int64_t width, float eps) {
   at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
     std::vector<float> f(width);
     for (int64_t r = begin; r < end; ++r) {
-      const T* xr = x + r * stride;
+      const T* xr = x + r * width;
       float total = 0.f;
       for (int64_t d = 0; d < width; ++d) {
         f[d] = to_float(xr[d]);
@@ -214,7 +217,8 @@ void rms_rows(const T* x, const T* w, T* out, int64_t rows, int64_t width, int64
       }
       const float scale = 1.f / std::sqrt(total / static_cast<float>(width) + eps);
       T* o = out + r * width;
-      for (int64_t d = 0; d < width; ++d) o[d] = static_cast<T>(to_float(w[d]) * to_float(static_cast<T>(f[d] * scale)));
+      for (int64_t d = 0; d < width; ++d)
+        o[d] = static_cast<T>(to_float(w[d]) * to_float(static_cast<T>(f[d] * scale)));
     }
   });
 }
@@ -232,10 +236,10 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   const float e = static_cast<float>(eps);
   if (x.scalar_type() == at::kBFloat16) {
     rms_rows<at::BFloat16>(flat.data_ptr<at::BFloat16>(), w.data_ptr<at::BFloat16>(), out.data_ptr<at::BFloat16>(),
-                           rows, width, width, e);
+                           rows, width, e);
   } else {
     TORCH_CHECK(x.scalar_type() == at::kFloat, "rms_norm: float32 or bfloat16 only");
-    rms_rows<float>(flat.data_ptr<float>(), w.data_ptr<float>(), out.data_ptr<float>(), rows, width, width, e);
+    rms_rows<float>(flat.data_ptr<float>(), w.data_ptr<float>(), out.data_ptr<float>(), rows, width, e);
   }
   return out.view(x.sizes());
 }
@@ -317,7 +321,7 @@ at::Tensor argmax(const at::Tensor& x) {
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("argmax", &argmax, "torch.argmax(x.float(), -1) of a (rows, n) tensor, in one pass per row");
+  m.def("argmax", &argmax, "torch.argmax(x.float(), -1) of a (rows, n) tensor, without the float copy");
   m.def("rms_norm", &rms_norm, "transformers' RMSNorm in one pass (see rms_rows)");
   m.def("attention", &attention, "Attention of queries to their own positions (see the file's comment)");
 }
